@@ -1,0 +1,87 @@
+/**
+ * Node entry point: `bert-edge serve [--models DIR] [--port N] [--backend native|wasm]`.
+ * Hands Node's primitives (a folder, onnxruntime-node or onnxruntime-web, a socket) to the shared app.
+ */
+import { serve } from "@hono/node-server";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import type { Backend } from "../engine/backend.ts";
+import { OrtBackend } from "../engine/backends/ort.ts";
+import { ModelRegistry } from "../engine/registry.ts";
+import { createApp } from "../http/app.ts";
+import { FolderStorage } from "../storage/fs.ts";
+
+/** The models `npm start` serves when no --models is given. */
+export const EMBEDDED_MODELS = fileURLToPath(new URL("../../models/fixtures", import.meta.url));
+
+export type BackendName = "native" | "wasm";
+
+export async function createBackend(name: BackendName, threads?: number): Promise<Backend> {
+  if (name === "native") {
+    const ort = await import("onnxruntime-node");
+    return new OrtBackend("native", ort.default ?? ort, threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {});
+  }
+  if (name === "wasm") {
+    const ort = await import("onnxruntime-web");
+    // One thread, as in an edge isolate; no proxy worker.
+    ort.env.wasm.numThreads = threads ?? 1;
+    ort.env.wasm.proxy = false;
+    return new OrtBackend("wasm", ort, { executionProviders: ["wasm"] });
+  }
+  throw new Error(`unknown backend "${name}" (native | wasm)`);
+}
+
+export interface ServerOptions {
+  models: string;
+  port: number;
+  backend: BackendName;
+  /** Serve model_quantized.onnx where a folder has one (default true). */
+  preferQuantized?: boolean;
+}
+
+export async function startServer(options: ServerOptions) {
+  const backend = await createBackend(options.backend);
+  const registry = new ModelRegistry(new FolderStorage(options.models), backend, options);
+  const app = createApp({ registry });
+  const models = await registry.list();
+  const server = serve({ fetch: app.fetch, port: options.port });
+  await new Promise<void>((ok) => server.once("listening", ok));
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : options.port;
+  return { server, port, models, close: () => new Promise<void>((ok) => server.close(() => ok())) };
+}
+
+export async function main(argv: string[]) {
+  try {
+    await run(argv);
+  } catch (err) {
+    console.error(`bert-edge: ${(err as Error).message}`);
+    process.exit(1);
+  }
+}
+
+async function run(argv: string[]) {
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      models: { type: "string", default: EMBEDDED_MODELS },
+      port: { type: "string", default: process.env.PORT ?? "8787" },
+      backend: { type: "string", default: "native" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  const command = positionals[0] ?? "serve";
+  if (values.help || command !== "serve") {
+    console.log("usage: bert-edge serve [--models DIR] [--port N] [--backend native|wasm]");
+    process.exit(values.help ? 0 : 2);
+  }
+  const { port, models } = await startServer({
+    models: values.models!,
+    port: Number(values.port),
+    backend: values.backend as BackendName,
+  });
+  console.log(`bert-edge: ${models.length} models from ${values.models} on http://localhost:${port} (${values.backend} backend)`);
+  for (const m of models) console.log(`  ${m.id}  ${m.task}  ${m.file}`);
+}
+
