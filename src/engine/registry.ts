@@ -1,15 +1,26 @@
 import { ServiceError } from "../errors.ts";
 import type { ObjectStorage } from "../storage/storage.ts";
-import type { Backend } from "./backend.ts";
+import type { Backend, ExternalData } from "./backend.ts";
+import { type Manifest, verifyFile } from "./manifest.ts";
 import { labelsOf, type LoadedModel, loadedModel, type ModelConfig, type TaskName, taskFromConfig } from "./model.ts";
 import { BertTokenizer } from "./tokenizer.ts";
 
-/** ONNX files a model folder may hold, in order of preference (int8 first, as served at the edge). */
+/** ONNX files a plain export folder may hold, in order of preference (int8 first, as served at the edge). */
 const QUANTIZED_FILES = ["onnx/model_quantized.onnx", "model_quantized.onnx"];
 const FULL_FILES = ["onnx/model.onnx", "model.onnx"];
 
+/**
+ * Default memory budget for loaded models: keeps a Workers isolate (128 MB) clear with room for
+ * requests. Each model costs its weight bytes times WASM_HEAP_FACTOR (ORT's wasm heap measured
+ * at about twice the weights with external data).
+ */
+export const DEFAULT_MEMORY_BUDGET = 96 * 2 ** 20;
+const WASM_HEAP_FACTOR = 2;
+
 export interface ModelInfo {
   id: string;
+  /** Packed models: the version served (the `current.json` alias unless pinned with `id@version`). */
+  version?: string;
   task: TaskName;
   labels: string[];
   /** The ONNX file that is (or will be) served. */
@@ -18,24 +29,39 @@ export interface ModelInfo {
 }
 
 export interface RegistryOptions {
-  /** Serve `model_quantized.onnx` when a folder has it (default), else always the fp32 file. */
+  /** Serve `model_quantized.onnx` when a plain folder has it (default), else always the fp32 file. */
   preferQuantized?: boolean;
+  /** Loaded models are evicted least-recently-used beyond this estimate of their memory, in bytes. */
+  memoryBudget?: number;
+}
+
+/** Where one model's files live: a plain Hugging Face export folder, or a packed version with a manifest. */
+interface Source {
+  prefix: string;
+  file: string;
+  config: ModelConfig;
+  manifest?: Manifest;
 }
 
 interface Entry {
   info: Omit<ModelInfo, "loaded">;
-  config: ModelConfig;
+  source: Source;
   loading?: Promise<LoadedModel>;
   loaded?: LoadedModel & { session: { release(): Promise<void> } };
+  cost: number;
+  lastUsed: number;
+  /** Runs in progress: a model is never evicted under a running request. */
+  running: number;
 }
 
 /**
- * Finds model folders in object storage (a folder is a model when it holds config.json and an ONNX
- * file; its id is its path) and loads each lazily, on first use. Concurrent first requests share
- * one load; a failed load is forgotten so that the next request tries again.
+ * Finds models in object storage and loads each lazily, on first use. Concurrent first requests
+ * share one load; a failed load is forgotten so that the next request tries again; every file of a
+ * packed model is checked against its manifest's sha256 before use.
  */
 export class ModelRegistry {
   private entries?: Promise<Map<string, Entry>>;
+  private clock = 0;
 
   constructor(
     private readonly storage: ObjectStorage,
@@ -43,19 +69,23 @@ export class ModelRegistry {
     private readonly options: RegistryOptions = {},
   ) {}
 
+  get backendName() {
+    return this.backend.name;
+  }
+
   async list(): Promise<ModelInfo[]> {
     const entries = await this.discover();
-    return [...entries.values()].map((e) => ({ ...e.info, loaded: e.loaded !== undefined }));
+    return [...entries.values()].filter((e) => !e.info.id.includes("@")).map(infoOf);
   }
 
   /** Metadata without loading the model; throws 404 for an unknown id. */
   async info(id: string): Promise<ModelInfo> {
-    const entry = await this.entry(id);
-    return { ...entry.info, loaded: entry.loaded !== undefined };
+    return infoOf(await this.entry(id));
   }
 
   async get(id: string): Promise<LoadedModel> {
     const entry = await this.entry(id);
+    entry.lastUsed = ++this.clock;
     if (entry.loaded) return entry.loaded;
     entry.loading ??= this.load(entry).then(
       (model) => {
@@ -72,7 +102,9 @@ export class ModelRegistry {
   }
 
   private async entry(id: string): Promise<Entry> {
-    const entry = (await this.discover()).get(id);
+    const entries = await this.discover();
+    let entry = entries.get(id);
+    if (!entry && id.includes("@")) entry = await this.pinnedVersion(entries, id);
     if (!entry) throw new ServiceError(404, "model_not_found", `no model "${id}" (GET /models lists them)`);
     return entry;
   }
@@ -80,45 +112,119 @@ export class ModelRegistry {
   private discover(): Promise<Map<string, Entry>> {
     this.entries ??= this.scan().catch((err) => {
       this.entries = undefined;
-      throw err;
+      throw new ServiceError(500, "storage_error", `cannot list models in ${this.storage.location}: ${err.message}`);
     });
     return this.entries;
   }
 
+  /** Plain export folders (config.json + an ONNX file) and packed models (`<id>/current.json`). */
   private async scan(): Promise<Map<string, Entry>> {
     const keys = await this.storage.list();
     const present = new Set(keys);
     const entries = new Map<string, Entry>();
+    const packedVersions = new Set(keys.filter((k) => k.endsWith("/manifest.json")).map((k) => k.slice(0, -14)));
     for (const key of keys) {
-      if (!key.endsWith("/config.json")) continue;
-      const id = key.slice(0, -"/config.json".length);
-      const candidates = this.options.preferQuantized === false ? FULL_FILES : [...QUANTIZED_FILES, ...FULL_FILES];
-      const file = candidates.find((f) => present.has(`${id}/${f}`));
-      if (!file) continue;
       try {
-        const config = JSON.parse(await this.text(`${id}/config.json`)) as ModelConfig;
-        entries.set(id, { config, info: { id, task: taskFromConfig(config), labels: labelsOf(config), file } });
+        if (key.endsWith("/current.json")) {
+          const id = key.slice(0, -"/current.json".length);
+          const { version } = JSON.parse(await this.text(key)) as { version: string };
+          entries.set(id, await this.packedEntry(id, version));
+        } else if (key.endsWith("/config.json")) {
+          const prefix = key.slice(0, -"/config.json".length);
+          if (packedVersions.has(prefix)) continue;
+          const candidates = this.options.preferQuantized === false ? FULL_FILES : [...QUANTIZED_FILES, ...FULL_FILES];
+          const file = candidates.find((f) => present.has(`${prefix}/${f}`));
+          if (!file) continue;
+          const config = JSON.parse(await this.text(key)) as ModelConfig;
+          entries.set(prefix, this.newEntry({ id: prefix, task: taskFromConfig(config), labels: labelsOf(config), file }, { prefix, file, config }));
+        }
       } catch (err) {
-        console.warn(`bert-edge: skipping ${id}: ${(err as Error).message}`);
+        console.warn(`bert-edge: skipping ${key}: ${(err as Error).message}`);
       }
     }
     return entries;
   }
 
-  private async load({ info, config }: Entry) {
+  private async pinnedVersion(entries: Map<string, Entry>, ref: string): Promise<Entry | undefined> {
+    const at = ref.lastIndexOf("@");
+    const [id, version] = [ref.slice(0, at), ref.slice(at + 1)];
+    if (!entries.get(id)?.source.manifest || !/^[\w.-]+$/.test(version)) return undefined;
+    const entry = await this.packedEntry(id, version).catch(() => undefined);
+    if (entry) entries.set(ref, entry);
+    return entry;
+  }
+
+  private async packedEntry(id: string, version: string): Promise<Entry> {
+    const prefix = `${id}/${version}`;
+    const manifest = JSON.parse(await this.text(`${prefix}/manifest.json`)) as Manifest;
+    const config = JSON.parse(await this.text(`${prefix}/config.json`)) as ModelConfig;
+    return this.newEntry(
+      { id, version, task: manifest.task, labels: manifest.labels, file: manifest.graph },
+      { prefix, file: manifest.graph, config, manifest },
+    );
+  }
+
+  private newEntry(info: Entry["info"], source: Source): Entry {
+    const weights = source.manifest?.files
+      .filter((f) => f.path === source.file || source.manifest?.external_data?.includes(f.path))
+      .reduce((sum, f) => sum + f.bytes, 0);
+    return { info, source, cost: (weights ?? 0) * WASM_HEAP_FACTOR, lastUsed: 0, running: 0 };
+  }
+
+  private async load(entry: Entry) {
+    const { info, source } = entry;
     try {
-      const [tokenizerJson, tokenizerConfig, onnx] = await Promise.all([
-        this.text(`${info.id}/tokenizer.json`).then(JSON.parse),
-        this.text(`${info.id}/tokenizer_config.json`)
-          .then(JSON.parse)
+      const read = async (path: string) => {
+        const bytes = await this.bytes(`${source.prefix}/${path}`);
+        if (source.manifest) await verifyFile(source.manifest, path, bytes);
+        return bytes;
+      };
+      const graphDir = source.file.includes("/") ? source.file.slice(0, source.file.lastIndexOf("/") + 1) : "";
+      const [tokenizerJson, tokenizerConfig, graph, externalData] = await Promise.all([
+        read("tokenizer.json").then(decodeJson),
+        read("tokenizer_config.json")
+          .then(decodeJson)
           .catch(() => ({})),
-        this.bytes(`${info.id}/${info.file}`),
+        read(source.file),
+        Promise.all(
+          (source.manifest?.external_data ?? []).map(async (path) => ({
+            path: path.slice(graphDir.length),
+            data: await read(path),
+          })),
+        ) as Promise<ExternalData>,
       ]);
       const tokenizer = BertTokenizer.fromJSON(tokenizerJson, tokenizerConfig);
-      const session = await this.backend.createSession(onnx);
-      return loadedModel({ id: info.id, config, tokenizer, file: info.file }, session);
+      if (!source.manifest) entry.cost = (graph.byteLength + externalData.reduce((s, d) => s + d.data.byteLength, 0)) * WASM_HEAP_FACTOR;
+      await this.makeRoom(entry);
+      const session = await this.backend.createSession(graph, externalData);
+      const model = loadedModel({ id: info.id, config: source.config, tokenizer, file: source.file }, session);
+      const run: LoadedModel["run"] = async (batch) => {
+        entry.running++;
+        try {
+          return await model.run(batch);
+        } finally {
+          entry.running--;
+        }
+      };
+      return { ...model, run };
     } catch (err) {
+      if (err instanceof ServiceError) throw err;
       throw new ServiceError(500, "model_load_failed", `model "${info.id}" failed to load: ${(err as Error).message}`);
+    }
+  }
+
+  /** Evicts least-recently-used models until `incoming` fits the memory budget. */
+  private async makeRoom(incoming: Entry) {
+    const budget = this.options.memoryBudget ?? Infinity;
+    const loaded = [...(await this.discover()).values()].filter((e) => e.loaded && e !== incoming && e.running === 0);
+    let used = loaded.reduce((sum, e) => sum + e.cost, 0);
+    for (const victim of loaded.sort((a, b) => a.lastUsed - b.lastUsed)) {
+      if (used + incoming.cost <= budget) break;
+      const session = victim.loaded!.session;
+      victim.loaded = undefined;
+      used -= victim.cost;
+      console.log(`bert-edge: evicting ${victim.info.id} to load ${incoming.info.id} (memory budget ${budget} bytes)`);
+      await session.release();
     }
   }
 
@@ -131,4 +237,10 @@ export class ModelRegistry {
   private async text(key: string): Promise<string> {
     return new TextDecoder().decode(await this.bytes(key));
   }
+}
+
+const decodeJson = (bytes: Uint8Array) => JSON.parse(new TextDecoder().decode(bytes));
+
+function infoOf(entry: Entry): ModelInfo {
+  return { ...entry.info, loaded: entry.loaded !== undefined };
 }

@@ -1,16 +1,24 @@
 import { OpenAPIHono, z } from "@hono/zod-openapi";
+import type { Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import type { LoadedModel } from "../engine/model.ts";
 import type { ModelRegistry } from "../engine/registry.ts";
-import { ServiceError, invalidInput, tooLarge } from "../errors.ts";
+import { invalidInput, ServiceError, tooLarge } from "../errors.ts";
 import { TASK_HANDLERS } from "../tasks/index.ts";
+import type { Task } from "../tasks/task.ts";
+import { cacheKey, canonicalJson, MemoryCache, type ResponseCache } from "./cache.ts";
+import { registerEmbeddingRoutes } from "./embeddings.ts";
 import { describeIssues, errorBody, errorResponse } from "./errors.ts";
 import { registerOpenApi } from "./openapi.ts";
-import { registerEmbeddingRoutes } from "./embeddings.ts";
 
 export interface AppOptions {
   registry: ModelRegistry;
   /** Largest request body accepted, in bytes (413 beyond). */
   maxBodyBytes?: number;
+  /** Where answers are kept for repeated requests; `false` turns caching off. */
+  cache?: ResponseCache | false;
+  /** `Cache-Control: max-age` of answers, in seconds. */
+  cacheMaxAge?: number;
 }
 
 const requestBody = z.object({
@@ -18,16 +26,10 @@ const requestBody = z.object({
   parameters: z.record(z.string(), z.unknown()).optional(),
 });
 
-export function createApp({ registry, maxBodyBytes = 1 << 20 }: AppOptions) {
+export function createApp({ registry, maxBodyBytes = 1 << 20, cache = new MemoryCache(), cacheMaxAge = 3600 }: AppOptions) {
   const app = new OpenAPIHono();
   app.onError((err, c) => errorResponse(c, err));
   app.notFound((c) => c.json(errorBody(`no route ${c.req.method} ${c.req.path}`, "not_found"), 404));
-
-  app.get("/health", (c) => c.json({ status: "ok" }));
-
-  app.get("/models", async (c) => c.json(await registry.list()));
-
-  // Model ids may contain '/', as on the Hub ("org/name").
   app.use(
     bodyLimit({
       maxSize: maxBodyBytes,
@@ -37,27 +39,75 @@ export function createApp({ registry, maxBodyBytes = 1 << 20 }: AppOptions) {
     }),
   );
 
+  app.get("/health", (c) => c.json({ status: "ok", backend: registry.backendName }));
+  app.get("/models", async (c) => c.json(await registry.list()));
+
+  // Warms a model: fetch, verify and create its session now rather than on the first request.
+  app.post("/models/:id{.+}/load", async (c) => {
+    const id = c.req.param("id");
+    await registry.get(id);
+    return c.json(await registry.info(id));
+  });
+
+  // Model ids may contain '/', as on the Hub ("org/name"); "org/name@version" pins a packed version.
   app.post("/models/:id{.+}", async (c) => {
-      const id = c.req.param("id");
-      const info = await registry.info(id);
-      const task = TASK_HANDLERS[info.task];
+    const id = c.req.param("id");
+    const info = await registry.info(id);
+    const task = TASK_HANDLERS[info.task];
+    const json = await c.req.json().catch(() => {
+      throw new ServiceError(400, "invalid_json", "the request body is not valid JSON");
+    });
+    const body = requestBody.safeParse(json);
+    if (!body.success || body.data.inputs === undefined) {
+      throw invalidInput('the body must be a JSON object {"inputs": ..., "parameters": {...}}');
+    }
+    const inputs = task.inputs.safeParse(body.data.inputs);
+    if (!inputs.success) throw invalidInput(describeIssues(inputs.error, "inputs"));
+    const parameters = task.parameters.safeParse(body.data.parameters ?? {});
+    if (!parameters.success) throw invalidInput(describeIssues(parameters.error, "parameters"));
 
-      const body = requestBody.safeParse(await c.req.json().catch(() => {
-        throw new ServiceError(400, "invalid_json", "the request body is not valid JSON");
-      }));
-      if (!body.success || body.data.inputs === undefined) {
-        throw invalidInput('the body must be a JSON object {"inputs": ..., "parameters": {...}}');
-      }
-      const inputs = task.inputs.safeParse(body.data.inputs);
-      if (!inputs.success) throw invalidInput(describeIssues(inputs.error, "inputs"));
-      const parameters = task.parameters.safeParse(body.data.parameters ?? {});
-      if (!parameters.success) throw invalidInput(describeIssues(parameters.error, "parameters"));
+    const key = await cacheKey({ model: id, version: info.version, file: info.file, task: info.task, inputs: inputs.data, parameters: parameters.data });
+    const etag = `"${key.slice(0, 32)}"`;
+    c.header("ETag", etag);
+    c.header("Cache-Control", `max-age=${cacheMaxAge}`);
+    if (c.req.header("if-none-match")?.split(/\s*,\s*/).includes(etag)) return c.body(null, 304);
 
-      const model = await registry.get(id);
-      return c.json(await task.run(model, inputs.data, parameters.data));
+    const hit = cache ? await cache.get(key) : undefined;
+    if (hit) {
+      c.header("X-Cache", "HIT");
+      return c.body(hit.body, 200, { "content-type": "application/json" });
+    }
+    const result = await runDeduplicated(task, await registry.get(id), inputs.data, parameters.data);
+    const text = JSON.stringify(result);
+    if (cache) waitUntil(c, cache.put(key, { body: text, etag }));
+    c.header("X-Cache", "MISS");
+    return c.body(text, 200, { "content-type": "application/json" });
   });
 
   registerEmbeddingRoutes(app, registry);
   registerOpenApi(app);
   return app;
+}
+
+/**
+ * Identical inputs inside one list are computed once: the task sees the distinct ones and the
+ * answers are spread back (every task answers a list input with one entry per input).
+ */
+async function runDeduplicated(task: Task, model: LoadedModel, inputs: unknown, parameters: unknown) {
+  if (!Array.isArray(inputs)) return task.run(model, inputs, parameters);
+  const keys = inputs.map((input) => canonicalJson(input));
+  const distinct = [...new Set(keys)];
+  if (distinct.length === inputs.length) return task.run(model, inputs, parameters);
+  const results = (await task.run(model, distinct.map((k) => inputs[keys.indexOf(k)]), parameters)) as unknown[];
+  return keys.map((k) => results[distinct.indexOf(k)]);
+}
+
+/** Workers keep the isolate alive for `promise`; elsewhere it simply runs on. */
+function waitUntil(c: Context, promise: Promise<unknown>) {
+  const guarded = promise.catch((err) => console.warn(`bert-edge: cache write failed: ${err.message}`));
+  try {
+    c.executionCtx.waitUntil(guarded);
+  } catch {
+    // No execution context outside Workers (Hono throws when asked for it).
+  }
 }

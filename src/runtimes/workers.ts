@@ -1,0 +1,40 @@
+/**
+ * Cloudflare Workers entry point: hands the R2 binding and onnxruntime-web (WASM) to the shared app.
+ *
+ * workerd forbids compiling WebAssembly from bytes at run time and gives modules an empty
+ * import.meta.url, so ORT's wasm is imported as a precompiled module (the CompiledWasm rule in
+ * wrangler.toml) and ORT's own `WebAssembly.instantiate(bytes, imports)` call is redirected to it.
+ * This leans on ORT internals: onnxruntime-web is pinned to an exact version and a test runs it in workerd.
+ */
+import * as ort from "onnxruntime-web/wasm";
+import ortWasm from "../../node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm";
+import { OrtBackend } from "../engine/backends/ort.ts";
+import { ModelRegistry } from "../engine/registry.ts";
+import { createApp } from "../http/app.ts";
+import { type R2BucketLike, R2Storage } from "../storage/r2.ts";
+
+interface Env {
+  MODELS: R2BucketLike;
+}
+
+const instantiate = WebAssembly.instantiate.bind(WebAssembly);
+WebAssembly.instantiate = ((source: BufferSource | WebAssembly.Module, imports?: WebAssembly.Imports) =>
+  source instanceof WebAssembly.Module
+    ? instantiate(source, imports)
+    : instantiate(ortWasm, imports).then((instance) => ({ instance, module: ortWasm }))) as typeof WebAssembly.instantiate;
+
+ort.env.wasm.numThreads = 1;
+ort.env.wasm.proxy = false;
+// Any bytes: they are never compiled, the redirect above hands ORT the precompiled module instead.
+ort.env.wasm.wasmBinary = new Uint8Array(8);
+
+let app: ReturnType<typeof createApp> | undefined;
+
+export default {
+  fetch(request: Request, env: Env, ctx: unknown) {
+    app ??= createApp({
+      registry: new ModelRegistry(new R2Storage(env.MODELS), new OrtBackend("wasm", ort, { executionProviders: ["wasm"] })),
+    });
+    return app.fetch(request, env, ctx as never);
+  },
+};
