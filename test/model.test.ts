@@ -12,7 +12,9 @@ test("the task follows config.json architectures", () => {
   assert.equal(t(["BertForMaskedLM"]), "fill-mask");
   assert.equal(t(["BertModel"]), "feature-extraction");
   assert.equal(t(["BertForSequenceClassification"], { 0: "contradiction", 1: "neutral", 2: "entailment" }), "zero-shot-classification");
+  assert.equal(t(["ElectraForTokenClassification"]), "token-classification");
   assert.throws(() => t(["GPT2LMHeadModel"]), /not a BERT head/);
+  assert.throws(() => t(["BertForPreTraining"]), /not a BERT head/);
   assert.throws(() => taskFromConfig({}), /no `architectures`/);
 });
 

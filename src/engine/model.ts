@@ -23,6 +23,9 @@ export interface ModelConfig {
   [key: string]: unknown;
 }
 
+/** Encoder families whose graphs take BERT's inputs and whose tokenizers are WordPiece. */
+const FAMILIES = ["Bert", "DistilBert", "Electra", "MobileBert", "ConvBert"];
+
 const ARCHITECTURE_TASKS: [suffix: string, task: TaskName][] = [
   ["ForSequenceClassification", "text-classification"],
   ["ForTokenClassification", "token-classification"],
@@ -39,7 +42,9 @@ const ARCHITECTURE_TASKS: [suffix: string, task: TaskName][] = [
 export function taskFromConfig(config: ModelConfig): TaskName {
   const architecture = config.architectures?.[0];
   if (!architecture) throw new Error("config.json has no `architectures`, so the task is unknown");
-  const match = ARCHITECTURE_TASKS.find(([suffix]) => architecture.endsWith(suffix));
+  const family = FAMILIES.find((f) => architecture.startsWith(f));
+  const head = family && architecture.slice(family.length);
+  const match = ARCHITECTURE_TASKS.find(([suffix]) => head === suffix);
   if (!match) throw new Error(`architecture ${architecture} is not a BERT head bert-edge serves`);
   const task = match[1];
   if (task === "text-classification" && labelsOf(config).some((l) => l.toLowerCase().startsWith("entail"))) {

@@ -5,31 +5,13 @@
 import { serve } from "@hono/node-server";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import type { Backend } from "../engine/backend.ts";
-import { OrtBackend } from "../engine/backends/ort.ts";
+import { type BackendName, createBackend } from "./node-backends.ts";
 import { ModelRegistry } from "../engine/registry.ts";
 import { createApp } from "../http/app.ts";
 import { FolderStorage } from "../storage/fs.ts";
 
 /** The models `npm start` serves when no --models is given. */
 export const EMBEDDED_MODELS = fileURLToPath(new URL("../../models/fixtures", import.meta.url));
-
-export type BackendName = "native" | "wasm";
-
-export async function createBackend(name: BackendName, threads?: number): Promise<Backend> {
-  if (name === "native") {
-    const ort = await import("onnxruntime-node");
-    return new OrtBackend("native", ort.default ?? ort, threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {});
-  }
-  if (name === "wasm") {
-    const ort = await import("onnxruntime-web");
-    // One thread, as in an edge isolate; no proxy worker.
-    ort.env.wasm.numThreads = threads ?? 1;
-    ort.env.wasm.proxy = false;
-    return new OrtBackend("wasm", ort, { executionProviders: ["wasm"] });
-  }
-  throw new Error(`unknown backend "${name}" (native | wasm)`);
-}
 
 export interface ServerOptions {
   models: string;
@@ -50,6 +32,8 @@ export async function startServer(options: ServerOptions) {
   const port = typeof address === "object" && address ? address.port : options.port;
   return { server, port, models, close: () => new Promise<void>((ok) => server.close(() => ok())) };
 }
+
+export type { BackendName };
 
 export async function main(argv: string[]) {
   try {

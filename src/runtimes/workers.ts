@@ -9,12 +9,15 @@
 import * as ort from "onnxruntime-web/wasm";
 import ortWasm from "../../node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm";
 import { OrtBackend } from "../engine/backends/ort.ts";
-import { ModelRegistry } from "../engine/registry.ts";
+import { DEFAULT_MEMORY_BUDGET, ModelRegistry } from "../engine/registry.ts";
 import { createApp } from "../http/app.ts";
+import { CacheApiCache } from "../http/cache-api.ts";
 import { type R2BucketLike, R2Storage } from "../storage/r2.ts";
 
 interface Env {
   MODELS: R2BucketLike;
+  /** Optional memory budget for loaded models, in MiB (default keeps the isolate under 128 MB). */
+  MEMORY_BUDGET_MB?: string;
 }
 
 const instantiate = WebAssembly.instantiate.bind(WebAssembly);
@@ -33,7 +36,10 @@ let app: ReturnType<typeof createApp> | undefined;
 export default {
   fetch(request: Request, env: Env, ctx: unknown) {
     app ??= createApp({
-      registry: new ModelRegistry(new R2Storage(env.MODELS), new OrtBackend("wasm", ort, { executionProviders: ["wasm"] })),
+      registry: new ModelRegistry(new R2Storage(env.MODELS), new OrtBackend("wasm", ort, { executionProviders: ["wasm"] }), {
+        memoryBudget: env.MEMORY_BUDGET_MB ? Number(env.MEMORY_BUDGET_MB) * 2 ** 20 : DEFAULT_MEMORY_BUDGET,
+      }),
+      cache: new CacheApiCache((caches as unknown as { default: Cache }).default),
     });
     return app.fetch(request, env, ctx as never);
   },

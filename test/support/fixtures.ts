@@ -14,7 +14,7 @@ export interface ReferenceCase {
   token_type_ids: number[] | number[][];
   attention_mask?: number[] | number[][];
   offsets?: [number, number][];
-  outputs: Record<string, { dims: number[]; data: number[] }>;
+  outputs: Record<string, { dims: number[]; data: number[]; positions?: number[]; full_dims?: number[] } & Record<string, any>>;
 }
 
 export function readReference(fixture: string): ReferenceCase[] {
