@@ -23,7 +23,7 @@ for (const backend of ["native", "wasm"] as BackendName[]) {
     after(() => server.close());
 
     test("GET /health and GET /models", async () => {
-      assert.deepEqual(await (await fetch(`${base}/health`)).json(), { status: "ok" });
+      assert.deepEqual(await (await fetch(`${base}/health`)).json(), { status: "ok", backend });
       const models = (await (await fetch(`${base}/models`)).json()) as any[];
       const mrpc = models.find((m) => m.id === "tiny-bert-mrpc");
       assert.deepEqual(mrpc, {
@@ -99,7 +99,7 @@ for (const backend of ["native", "wasm"] as BackendName[]) {
         [post("/models/tiny-bert-sentiment", { nothing: 1 }), 422, "invalid_input"],
         [post("/models/tiny-bert-sentiment", { inputs: 42 }), 422, "invalid_input"],
         [post("/models/tiny-bert-sentiment", { inputs: "x", parameters: { top_k: 0 } }), 422, "invalid_input"],
-        [post("/models/tiny-bert-sentiment", { inputs: Array(65).fill("x") }), 413, "payload_too_large"],
+        [post("/models/tiny-bert-sentiment", { inputs: Array.from({ length: 65 }, (_, i) => `text ${i}`) }), 413, "payload_too_large"],
         [post("/models/tiny-bert-sentiment", { inputs: "x".repeat(2 << 20) }), 413, "payload_too_large"],
         [fetch(`${base}/nowhere`), 404, "not_found"],
       ];

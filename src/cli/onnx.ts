@@ -417,9 +417,9 @@ export function externalEntry(t: Tensor, key: string): string | undefined {
 
 /**
  * Inlines the data of external-data tensors (a graph saved with `onnx/model.onnx_data` beside it)
- * as raw_data, reading each `location` relative to the graph's folder.
+ * as raw_data, reading each `location` relative to the graph's folder. Returns the bytes read.
  */
-export async function loadExternalData(model: Model, graphPath: string): Promise<void> {
+export async function loadExternalData(model: Model, graphPath: string): Promise<number> {
   const files = new Map<string, Promise<Uint8Array>>();
   for (const [i, t] of model.graph.initializer.entries()) {
     if (!isExternal(t)) continue;
@@ -432,6 +432,9 @@ export async function loadExternalData(model: Model, graphPath: string): Promise
     if (offset + length > file.byteLength) throw new Error(`tensor ${t.name}: ${location} is too short (truncated?)`);
     model.graph.initializer[i] = { name: t.name, dims: t.dims, data_type: t.data_type, raw_data: file.subarray(offset, offset + length) };
   }
+  let total = 0;
+  for (const file of files.values()) total += (await file).byteLength;
+  return total;
 }
 
 /** Reads a graph file, inlining its external data. */

@@ -512,6 +512,8 @@ function tokenName(v: unknown): string | undefined {
 const CP_WS = 1;
 const CP_PUNCT = 2;
 const CP_OTHER = 0;
+const ASCII_CLASS = new Uint8Array(128);
+for (let c = 0; c < 128; c++) ASCII_CLASS[c] = isUnicodeWhitespace(c) ? CP_WS : isBertPunctuation(c, "") ? CP_PUNCT : CP_OTHER;
 
 export class BertTokenizer {
   readonly vocabSize: number;
@@ -723,10 +725,7 @@ export class BertTokenizer {
   }
 
   private classify(cp: number, ch: string): number {
-    if (cp < 128) {
-      if (isUnicodeWhitespace(cp)) return CP_WS;
-      return isBertPunctuation(cp, ch) ? CP_PUNCT : CP_OTHER;
-    }
+    if (cp < 128) return ASCII_CLASS[cp];
     let c = this.classCache.get(cp);
     if (c === undefined) {
       c = isUnicodeWhitespace(cp) ? CP_WS : isBertPunctuation(cp, ch) ? CP_PUNCT : CP_OTHER;
@@ -810,7 +809,7 @@ export class BertTokenizer {
         if (i + 1 < to) len = 2;
         else cp = norm.charCodeAt(i);
       }
-      const cls = cp < 128 ? this.classify(cp, "") : this.classify(cp, len === 1 ? norm[i] : norm.slice(i, i + 2));
+      const cls = cp < 128 ? ASCII_CLASS[cp] : this.classify(cp, len === 1 ? norm[i] : norm.slice(i, i + 2));
       if (cls === CP_OTHER) {
         if (wStart < 0) wStart = i;
       } else {
@@ -835,29 +834,33 @@ export class BertTokenizer {
     out: RawEncoding,
     wordId: number,
   ): void {
-    // code point boundaries of the word (UTF-16 indices into `norm`)
-    const bounds: number[] = [from];
-    for (let i = from; i < to; ) {
+    // Code point boundaries of the word (UTF-16 indices into `norm`); only
+    // materialized when the word contains surrogate pairs.
+    let bounds: number[] | null = null;
+    let nChars = to - from;
+    for (let i = from; i < to; i++) {
       const c = norm.charCodeAt(i);
-      i += c >= 0xd800 && c <= 0xdbff && i + 1 < to ? 2 : 1;
-      bounds.push(i);
+      if (c >= 0xd800 && c <= 0xdbff && i + 1 < to) {
+        bounds = [from];
+        for (let k = from; k < to; ) {
+          const h = norm.charCodeAt(k);
+          k += h >= 0xd800 && h <= 0xdbff && k + 1 < to ? 2 : 1;
+          bounds.push(k);
+        }
+        nChars = bounds.length - 1;
+        break;
+      }
     }
-    const nChars = bounds.length - 1;
-    const unk = () => {
-      out.ids.push(this.unkTokenId);
-      out.tokens.push(this.unkToken);
-      out.offsets.push([oStart[from], oEnd[to - 1]]);
-      out.wordIds.push(wordId);
-    };
-    if (nChars > this.maxInputCharsPerWord) return unk();
+    if (nChars > this.maxInputCharsPerWord) return this.pushUnk(from, to, oStart, oEnd, out, wordId);
     const mark = out.ids.length;
     let s = 0;
     while (s < nChars) {
       let e = Math.min(nChars, s + this.maxPieceChars);
       let id: number | undefined;
       let piece = "";
+      const from16 = bounds ? bounds[s] : from + s;
       while (e > s) {
-        const sub = norm.slice(bounds[s], bounds[e]);
+        const sub = norm.slice(from16, bounds ? bounds[e] : from + e);
         piece = s > 0 ? this.prefix + sub : sub;
         id = this.vocab.get(piece);
         if (id !== undefined) break;
@@ -865,14 +868,22 @@ export class BertTokenizer {
       }
       if (id === undefined) {
         out.ids.length = out.tokens.length = out.offsets.length = out.wordIds.length = mark;
-        return unk();
+        return this.pushUnk(from, to, oStart, oEnd, out, wordId);
       }
+      const to16 = bounds ? bounds[e] : from + e;
       out.ids.push(id);
       out.tokens.push(piece);
-      out.offsets.push([oStart[bounds[s]], oEnd[bounds[e] - 1]]);
+      out.offsets.push([oStart[from16], oEnd[to16 - 1]]);
       out.wordIds.push(wordId);
       s = e;
     }
+  }
+
+  private pushUnk(from: number, to: number, oStart: number[], oEnd: number[], out: RawEncoding, wordId: number): void {
+    out.ids.push(this.unkTokenId);
+    out.tokens.push(this.unkToken);
+    out.offsets.push([oStart[from], oEnd[to - 1]]);
+    out.wordIds.push(wordId);
   }
 
   // -- public API ----------------------------------------------------------

@@ -30,7 +30,13 @@ export async function startServer(options: ServerOptions) {
   await new Promise<void>((ok) => server.once("listening", ok));
   const address = server.address();
   const port = typeof address === "object" && address ? address.port : options.port;
-  return { server, port, models, close: () => new Promise<void>((ok) => server.close(() => ok())) };
+  return { server, port, models, close: () =>
+      new Promise<void>((ok) => {
+        server.close(() => ok());
+        // Keep-alive and half-read connections would otherwise hold close() open.
+        (server as import("node:http").Server).closeAllConnections();
+      }),
+  };
 }
 
 export type { BackendName };

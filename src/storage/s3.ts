@@ -36,6 +36,8 @@ export class S3Storage implements WritableStorage {
   /** "" or a folder ending in "/". */
   readonly prefix: string;
   private readonly endpoint: URL;
+  /** The endpoint's path without trailing slashes ("" usually): URL.pathname can't be empty, so keep it apart. */
+  private readonly endpointPath: string;
   private readonly pathStyle: boolean;
   private readonly timeoutMs: number;
   private readonly pageSize?: number;
@@ -48,7 +50,7 @@ export class S3Storage implements WritableStorage {
       throw new Error(`S3Storage for bucket ${options.bucket} needs accessKeyId and secretAccessKey`);
     }
     this.endpoint = new URL(options.endpoint);
-    this.endpoint.pathname = this.endpoint.pathname.replace(/\/+$/, "");
+    this.endpointPath = this.endpoint.pathname.replace(/\/+$/, "");
     this.bucket = options.bucket;
     const prefix = (options.prefix ?? "").replace(/^\/+|\/+$/g, "");
     this.prefix = prefix ? `${prefix}/` : "";
@@ -107,7 +109,7 @@ export class S3Storage implements WritableStorage {
   }
 
   get location() {
-    return `s3://${this.bucket}/${this.prefix} at ${this.endpoint.origin}${this.endpoint.pathname}`;
+    return `s3://${this.bucket}/${this.prefix} at ${this.endpoint.origin}${this.endpointPath}`;
   }
 
   async get(key: string): Promise<Uint8Array | null> {
@@ -213,9 +215,9 @@ export class S3Storage implements WritableStorage {
   }
 
   private bucketUrl(): string {
-    const base = new URL(this.endpoint.href);
-    if (this.pathStyle) return `${base.origin}${base.pathname}/${encodeURIComponent(this.bucket)}`;
-    return `${base.protocol}//${this.bucket}.${base.host}${base.pathname}`;
+    const { origin, protocol, host } = this.endpoint;
+    if (this.pathStyle) return `${origin}${this.endpointPath}/${encodeURIComponent(this.bucket)}`;
+    return `${protocol}//${this.bucket}.${host}${this.endpointPath}`;
   }
 
   private objectUrl(key: string): string | null {

@@ -215,6 +215,9 @@ export function prepare(
   let questionLen = count(0);
   const contextLen = count(1);
   const specials = full.ids.length - questionLen - contextLen;
+  if (maxSeqLen <= specials) {
+    throw invalidInput(`max_seq_len (${maxSeqLen}) must be larger than the ${specials} special tokens of a window`);
+  }
   const overflows = () => questionLen + contextLen + specials > maxSeqLen;
   const room = () => maxSeqLen - specials - questionLen;
   // Where the pipeline's tokenizer would fail, cut the question as its slow path does.

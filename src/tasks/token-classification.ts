@@ -339,7 +339,7 @@ export const tokenClassification: Task<z.infer<typeof inputs>, Parameters> = {
         const scores = enc.ids.map((_, t) => softmax(data.subarray(t * width, (t + 1) * width)));
         // Window k starts k·(room − stride) text tokens into the whole text.
         const pre = gatherPreEntities(item, enc, scores, tokenizer.unkTokenId, k * (room - stride));
-        entities.push(...filterIgnored(aggregate(pre, strategy, model.labels, item), ignoreLabels));
+        entities.push(...filterIgnored<TokenEntity | EntityGroup>(aggregate(pre, strategy, model.labels, item), ignoreLabels));
       });
       return windows[i].length > 1 ? aggregateOverlappingEntities(entities) : entities;
     });

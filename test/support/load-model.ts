@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import type { LoadedModel } from "../../src/engine/model.ts";
 import { ModelRegistry } from "../../src/engine/registry.ts";
+import { createBackend } from "../../src/runtimes/node-backends.ts";
 import { FolderStorage } from "../../src/storage/fs.ts";
 import { FIXTURES_DIR } from "./fixtures.ts";
 
@@ -9,16 +10,12 @@ export function hasFixture(name: string): boolean {
   return existsSync(`${FIXTURES_DIR}/${name}/config.json`);
 }
 
-/**
- * A fixture model loaded through the registry, as the service loads it. The Node runtime (which
- * pulls in the whole app) is imported on first use only, so that tests of pure decoding load fast.
- */
+/** A fixture model loaded through the registry, as the service loads it. */
 export async function loadFixture(
   name: string,
   backend: "native" | "wasm" = "native",
   quantized = false,
 ): Promise<LoadedModel> {
-  const { createBackend } = await import("../../src/runtimes/node.ts");
   return new ModelRegistry(new FolderStorage(FIXTURES_DIR), await createBackend(backend), {
     preferQuantized: quantized,
   }).get(name);
