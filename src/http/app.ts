@@ -42,16 +42,16 @@ export function createApp({ registry, maxBodyBytes = 1 << 20, cache = new Memory
   app.get("/health", (c) => c.json({ status: "ok", backend: registry.backendName }));
   app.get("/models", async (c) => c.json(await registry.list()));
 
-  // Warms a model: fetch, verify and create its session now rather than on the first request.
-  app.post("/models/:id{.+}/load", async (c) => {
-    const id = c.req.param("id");
-    await registry.get(id);
-    return c.json(await registry.info(id));
-  });
-
   // Model ids may contain '/', as on the Hub ("org/name"); "org/name@version" pins a packed version.
+  // (One route: Hono's router cannot tell "/models/:id{.+}/load" from "/models/:id{.+}".)
   app.post("/models/:id{.+}", async (c) => {
-    const id = c.req.param("id");
+    let id = c.req.param("id");
+    if (id.endsWith("/load")) {
+      // Warms a model: fetch, verify and create its session now rather than on the first request.
+      id = id.slice(0, -"/load".length);
+      await registry.get(id);
+      return c.json(await registry.info(id));
+    }
     const info = await registry.info(id);
     const task = TASK_HANDLERS[info.task];
     const json = await c.req.json().catch(() => {
