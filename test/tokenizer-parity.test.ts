@@ -191,7 +191,6 @@ test("tokenizer parity with @huggingface/tokenizers on CoNLL-2003, SQuAD, MRPC p
     `${n.tokens} tokens; id mismatches ${n.idMismatches}, type-id mismatches ${n.typeIdMismatches}, decode mismatches ${n.decodeMismatches}; ` +
     `offsets checked ${n.offsetsChecked}, offset mismatches ${n.offsetMismatches}; ` +
     `ASCII sequences compared with reference-derived offsets ${n.refOffsetSequences}, mismatches ${n.refOffsetMismatches}`;
-  console.log(summary);
   t.diagnostic(summary);
 
   assert.ok(n.sentences >= 5000, `expected at least 5000 sentences, got ${n.sentences}`);

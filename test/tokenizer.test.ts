@@ -435,20 +435,3 @@ describe("BertTokenizer: tokenize and decode", () => {
     assert.equal(tok.decode([]), "");
   });
 });
-
-describe("BertTokenizer: performance", () => {
-  test("encodes ~128 tokens in well under 1 ms", (t) => {
-    const text =
-      "The quick brown fox jumps over the lazy dog near the riverbank, while Ünïcödé characters, 北京, and emoji 🤗 appear. ".repeat(4);
-    const n = tok.encode(text)[0].ids.length;
-    assert.ok(n >= 100 && n <= 200, `expected ~128 tokens, got ${n}`);
-    for (let i = 0; i < 500; i++) tok.encode(text); // JIT warm-up
-    const runs = 1000;
-    const t0 = performance.now();
-    for (let i = 0; i < runs; i++) tok.encode(text);
-    const perCall = (performance.now() - t0) / runs;
-    t.diagnostic(`encode: ${perCall.toFixed(3)} ms for ${n} tokens`);
-    // generous bound so that slow CI machines do not flake; typically ~0.1 ms
-    assert.ok(perCall < 1, `encode took ${perCall.toFixed(3)} ms for ${n} tokens`);
-  });
-});

@@ -29,6 +29,9 @@
  *   post-processor adds throws instead of producing degenerate windows.
  * - An added token's `tokens[]` entry is its content, even when lstrip/rstrip
  *   made its offsets cover the stripped whitespace (as HF offsets do).
+ * - The `truncation` / `padding` sections of tokenizer.json are ignored:
+ *   truncation is requested per call through `EncodeOptions`, padding is the
+ *   batching layer's job.
  */
 
 export class UnsupportedTokenizerError extends Error {

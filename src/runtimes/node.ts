@@ -8,12 +8,13 @@ import { parseArgs } from "node:util";
 import { type BackendName, createBackend } from "./node-backends.ts";
 import { ModelRegistry } from "../engine/registry.ts";
 import { createApp } from "../http/app.ts";
-import { FolderStorage } from "../storage/fs.ts";
+import { openStorage } from "../storage/open.ts";
 
 /** The models `npm start` serves when no --models is given. */
 export const EMBEDDED_MODELS = fileURLToPath(new URL("../../models/fixtures", import.meta.url));
 
 export interface ServerOptions {
+  /** A folder, s3://bucket/prefix or an http(s):// base URL. */
   models: string;
   port: number;
   backend: BackendName;
@@ -23,7 +24,7 @@ export interface ServerOptions {
 
 export async function startServer(options: ServerOptions) {
   const backend = await createBackend(options.backend);
-  const registry = new ModelRegistry(new FolderStorage(options.models), backend, options);
+  const registry = new ModelRegistry(openStorage(options.models, process.env), backend, options);
   const app = createApp({ registry });
   const models = await registry.list();
   const server = serve({ fetch: app.fetch, port: options.port });
