@@ -24,6 +24,8 @@ import { asBatch, type Task } from "./task.ts";
  *   path does) and answer 422 only if that is still not enough;
  * - a list of inputs always gets a list of results, a list of one included;
  * - ties between equal span scores go to the lower (start, end); numpy leaves that order unspecified;
+ * - zero-probability spans are never answers (see decodeSpans), so an answer list may be shorter
+ *   than top_k, or empty;
  * - offsets are UTF-16, so `answer === context.slice(start, end)` in JavaScript.
  */
 
@@ -77,8 +79,9 @@ export interface Span {
 /**
  * The pipeline's `decode_spans`: the `topK` best (start, end) token spans by start[s]·end[e] with
  * s ≤ e < s + maxAnswerLen, best first, then those whose ends are not both allowed are dropped.
- * As in the pipeline, when fewer than topK spans score above zero the rest are filled with zero-score
- * cells of the start×end matrix (here in row-major order), which the allowed filter mostly removes.
+ * Spans of probability zero are never candidates: when fewer than topK spans score above zero the
+ * pipeline fills up with zero cells of its start×end matrix (in an order numpy leaves unspecified,
+ * some with end < start), which only adds score-0 noise.
  */
 export function decodeSpans(
   start: ArrayLike<number>,
@@ -88,23 +91,16 @@ export function decodeSpans(
   allowed: ArrayLike<boolean | number>,
 ): Span[] {
   const n = start.length;
-  const positive: Span[] = [];
+  const candidates: Span[] = [];
   for (let s = 0; s < n; s++) {
     for (let e = s; e < Math.min(n, s + maxAnswerLen); e++) {
       const score = start[s] * end[e];
-      if (score > 0) positive.push({ start: s, end: e, score });
+      if (score > 0) candidates.push({ start: s, end: e, score });
     }
   }
-  // Row-major order is (start, end) order, so this sort is stable on ties.
-  positive.sort((a, b) => b.score - a.score);
-  const top = positive.slice(0, topK);
-  if (top.length < topK) {
-    const taken = new Set(positive.map((p) => p.start * n + p.end));
-    for (let flat = 0; flat < n * n && top.length < topK; flat++) {
-      if (!taken.has(flat)) top.push({ start: Math.floor(flat / n), end: flat % n, score: 0 });
-    }
-  }
-  return top.filter((span) => allowed[span.start] && allowed[span.end]);
+  // Built in (start, end) order and Array.prototype.sort is stable: ties keep that order.
+  candidates.sort((a, b) => b.score - a.score);
+  return candidates.slice(0, topK).filter((span) => allowed[span.start] && allowed[span.end]);
 }
 
 /** One window's scores, after the pipeline's `select_starts_ends`. */

@@ -230,6 +230,12 @@ export function groupEntities(entities: WordEntity[], text: string): EntityGroup
 export function aggregate(preEntities: PreEntity[], strategy: "none", labels: readonly string[], text: string): TokenEntity[];
 export function aggregate(
   preEntities: PreEntity[],
+  strategy: Exclude<AggregationStrategy, "none">,
+  labels: readonly string[],
+  text: string,
+): EntityGroup[];
+export function aggregate(
+  preEntities: PreEntity[],
   strategy: AggregationStrategy,
   labels: readonly string[],
   text: string,
