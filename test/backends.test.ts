@@ -59,7 +59,7 @@ for (const backendName of ["native", "wasm"] as BackendName[]) {
                 const { logits } = outputs;
                 assert.deepEqual([...logits.dims], expected.full_dims);
                 rowSize = logits.dims[2];
-                actual = expected.positions.flatMap((p: number) => [...logits.data.subarray(p * rowSize, (p + 1) * rowSize)]);
+                actual = expected.positions!.flatMap((p: number) => [...logits.data.subarray(p * rowSize, (p + 1) * rowSize)]);
               } else {
                 assert.deepEqual([...outputs[name].dims], expected.dims, `${name} dims`);
                 actual = outputs[name].data;
