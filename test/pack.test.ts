@@ -12,11 +12,29 @@ import type { Backend, Batch, Outputs } from "../src/engine/backend.ts";
 import { ModelRegistry } from "../src/engine/registry.ts";
 import { createBackend } from "../src/runtimes/node-backends.ts";
 import { FolderStorage } from "../src/storage/fs.ts";
-import { DataType, decodeModel, elementCount, encodeModel, EXTERNAL, externalEntry, int } from "../src/cli/onnx.ts";
+import {
+  addNodes,
+  DataType,
+  decodeModel,
+  elementCount,
+  encodeModel,
+  EXTERNAL,
+  externalEntry,
+  floatData,
+  initializers,
+  int,
+  int32Data,
+  int64Data,
+  makeNode,
+  makeTensor,
+  replaceInitializers,
+} from "../src/cli/onnx.ts";
 import { packModel } from "../src/cli/pack.ts";
-import { FolderDestination, pushVersion } from "../src/cli/push.ts";
+import { FolderDestination, openDestination, pushVersion } from "../src/cli/push.ts";
 import { quantizeModel } from "../src/cli/quantize.ts";
+import S3rver from "s3rver";
 import { FIXTURES_DIR, type ReferenceCase, readReference } from "./support/fixtures.ts";
+import { freePort } from "./support/processes.ts";
 
 /**
  * int8 vs PyTorch fp32 bound, in logits. tools/fixtures/quantize.py's graphs (which ours reproduce
@@ -305,7 +323,29 @@ describe("push", () => {
     await writeFile(join(dir, "config.json"), "{}");
     await assert.rejects(pushVersion(dir, dest, { progress: null }), /config\.json does not match manifest\.json/);
   });
+
+  test("to S3 (s3rver): resumable through the sha256 metadata, alias last", async (t) => {
+    const name = "tiny-distilbert-sentiment";
+    if (!hasFixture(name, "onnx/model_quantized.onnx")) return t.skip(`fixture ${name} is not there yet`);
+    const { dir, manifest } = await packModel(fixtureDir(name), join(tmp, "to-s3"), { id: "acme/s3", verifyOn: ["native"] });
+    const port = await freePort();
+    const s3 = new S3rver({ port, address: "127.0.0.1", silent: true, directory: join(tmp, "s3"), configureBuckets: [{ name: "models" }] });
+    await s3.run();
+    try {
+      const env = { AWS_ACCESS_KEY_ID: "S3RVER", AWS_SECRET_ACCESS_KEY: "S3RVER", AWS_ENDPOINT_URL: `http://127.0.0.1:${port}`, AWS_REGION: "us-east-1" };
+      const dest = openDestination("s3://models/prod", { env });
+      const first = await pushVersion(dir, dest, { progress: null });
+      assert.equal(first.uploaded.length, manifest.files.length + 2);
+      assert.equal(first.uploaded.at(-1), "acme/s3/current.json");
+      const second = await pushVersion(dir, dest, { progress: null });
+      assert.equal(second.uploadedBytes, 0);
+      assert.equal(second.skipped.length, first.uploaded.length);
+    } finally {
+      await s3.close();
+    }
+  });
 });
+
 
 test("onnx: decode → encode round-trips every fixture graph byte for byte", async (t) => {
   if (fixtures.length === 0) return t.skip("no fixtures generated yet (npm run fixtures)");
@@ -318,4 +358,26 @@ test("onnx: decode → encode round-trips every fixture graph byte for byte", as
       assert.ok(Buffer.from(encodeModel(model)).equals(bytes), `${name}/${file}`);
     }
   }
+});
+
+test("onnx: typed data from raw_data or the typed fields; replace initializers; add nodes", async () => {
+  const typed = { name: "shape", dims: [3], data_type: DataType.INT64, int64_data: [2, -1, { toNumber: () => 32, toString: () => "32" }] };
+  assert.deepEqual([...int64Data(typed)], [2n, -1n, 32n]);
+  assert.deepEqual([...int32Data({ name: "i", dims: [2], data_type: DataType.INT32, int32_data: [7, -7] })], [7, -7]);
+  assert.deepEqual([...floatData({ name: "f", dims: [2], data_type: DataType.FLOAT, float_data: [0.5, -2] })], [0.5, -2]);
+  // raw_data at an odd offset inside a larger buffer is still readable
+  const odd = new Uint8Array(9).subarray(1);
+  new DataView(odd.buffer, 1).setFloat32(4, 1.5, true);
+  assert.deepEqual([...floatData({ name: "odd", dims: [2], data_type: DataType.FLOAT, raw_data: odd })], [0, 1.5]);
+
+  const model = decodeModel(Uint8Array.from([0x08, 0x08, 0x3a, 0x00, 0x42, 0x02, 0x10, 0x0e])); // ir 8, opset 14, empty graph
+  model.graph.initializer.push(makeTensor("w", DataType.FLOAT, [2], Float32Array.of(1, 2)));
+  model.graph.output.push({ name: "y" });
+  addNodes(model, [makeNode("Identity", ["w"], ["y"], "last")]);
+  addNodes(model, [makeNode("Identity", ["w"], ["unused"], "first")], model.graph.node[0]);
+  replaceInitializers(model, [makeTensor("w", DataType.FLOAT, [2], Float32Array.of(3, 4))]);
+  assert.throws(() => replaceInitializers(model, [makeTensor("nope", DataType.FLOAT, [0], new Float32Array())]), /no initializer nope/);
+  const back = decodeModel(encodeModel(model));
+  assert.deepEqual(back.graph.node.map((n) => n.name), ["first", "last"]);
+  assert.deepEqual([...initializers(back)].map((t) => [t.name, [...floatData(t)]]), [["w", [3, 4]]]);
 });

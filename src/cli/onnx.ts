@@ -343,36 +343,29 @@ function toBigInt(v: Int64): bigint {
   return typeof v === "number" ? BigInt(v) : BigInt(String(v));
 }
 
-/** raw bytes copied to an aligned buffer, so that typed-array views are legal. */
-function aligned(bytes: Uint8Array, element: number): ArrayBuffer {
-  if (bytes.byteOffset % element === 0) return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
-  return bytes.slice().buffer as ArrayBuffer;
+/** A copy of the bytes in their own ArrayBuffer: typed-array views need alignment, and a Node Buffer's `.buffer` is a shared pool. */
+function aligned(bytes: Uint8Array): ArrayBuffer {
+  return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
 }
 
 export function floatData(t: Tensor): Float32Array {
   if (t.data_type !== DataType.FLOAT) throw new Error(`tensor ${t.name} is not float32 (data type ${t.data_type})`);
-  return new Float32Array(aligned(rawBytes(t), 4));
+  return new Float32Array(aligned(rawBytes(t)));
 }
 
 export function int64Data(t: Tensor): BigInt64Array {
   if (t.data_type !== DataType.INT64) throw new Error(`tensor ${t.name} is not int64`);
-  return new BigInt64Array(aligned(rawBytes(t), 8));
+  return new BigInt64Array(aligned(rawBytes(t)));
 }
 
 export function int32Data(t: Tensor): Int32Array {
   if (t.data_type !== DataType.INT32) throw new Error(`tensor ${t.name} is not int32`);
-  return new Int32Array(aligned(rawBytes(t), 4));
+  return new Int32Array(aligned(rawBytes(t)));
 }
 
 /** A tensor holding `data` as raw_data, as numpy_helper.from_array writes it. */
 export function makeTensor(name: string, dataType: number, dims: number[], data: Float32Array | Int8Array | Uint8Array): Tensor {
   return { name, dims, data_type: dataType, raw_data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
-}
-
-/** Moves a tensor's data into raw_data (the only field external data and byte comparisons use). */
-export function toRawData(t: Tensor): Tensor {
-  const raw = rawBytes(t);
-  return { name: t.name, dims: t.dims, data_type: t.data_type, raw_data: raw, ...(t.doc_string ? { doc_string: t.doc_string } : {}) };
 }
 
 export function makeNode(opType: string, inputs: string[], outputs: string[], name: string, attributes: Attribute[] = []): Node {
@@ -388,10 +381,6 @@ export function attribute(node: Node, name: string): Attribute | undefined {
 
 export function* initializers(model: Model): Generator<Tensor> {
   yield* model.graph.initializer;
-}
-
-export function initializerMap(model: Model): Map<string, Tensor> {
-  return new Map(model.graph.initializer.map((t) => [t.name, t]));
 }
 
 /** Replaces initializers by name (same name, new tensor); throws for a name the graph lacks. */

@@ -23,6 +23,8 @@ export interface ModelInfo {
   version?: string;
   task: TaskName;
   labels: string[];
+  /** From config.json: "regression" tells a regression head from a one-label classifier. */
+  problem_type?: ModelConfig["problem_type"];
   /** The ONNX file that is (or will be) served. */
   file: string;
   loaded: boolean;
@@ -136,7 +138,8 @@ export class ModelRegistry {
           const file = candidates.find((f) => present.has(`${prefix}/${f}`));
           if (!file) continue;
           const config = JSON.parse(await this.text(key)) as ModelConfig;
-          entries.set(prefix, this.newEntry({ id: prefix, task: taskFromConfig(config), labels: labelsOf(config), file }, { prefix, file, config }));
+          const info = { id: prefix, task: taskFromConfig(config), labels: labelsOf(config), problem_type: config.problem_type, file };
+          entries.set(prefix, this.newEntry(info, { prefix, file, config }));
         }
       } catch (err) {
         console.warn(`bert-edge: skipping ${key}: ${(err as Error).message}`);
@@ -159,7 +162,7 @@ export class ModelRegistry {
     const manifest = JSON.parse(await this.text(`${prefix}/manifest.json`)) as Manifest;
     const config = JSON.parse(await this.text(`${prefix}/config.json`)) as ModelConfig;
     return this.newEntry(
-      { id, version, task: manifest.task, labels: manifest.labels, file: manifest.graph },
+      { id, version, task: manifest.task, labels: manifest.labels, problem_type: config.problem_type, file: manifest.graph },
       { prefix, file: manifest.graph, config, manifest },
     );
   }

@@ -3,12 +3,13 @@ import type { Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { LoadedModel } from "../engine/model.ts";
 import type { ModelRegistry } from "../engine/registry.ts";
-import { invalidInput, ServiceError, tooLarge } from "../errors.ts";
+import { invalidInput, tooLarge } from "../errors.ts";
 import { TASK_HANDLERS } from "../tasks/index.ts";
 import type { Task } from "../tasks/task.ts";
 import { cacheKey, canonicalJson, MemoryCache, type ResponseCache } from "./cache.ts";
 import { registerEmbeddingRoutes } from "./embeddings.ts";
-import { describeIssues, errorBody, errorResponse } from "./errors.ts";
+import { readJson, validate } from "./body.ts";
+import { errorBody, errorResponse } from "./errors.ts";
 import { registerOpenApi } from "./openapi.ts";
 
 export interface AppOptions {
@@ -54,19 +55,14 @@ export function createApp({ registry, maxBodyBytes = 1 << 20, cache = new Memory
     }
     const info = await registry.info(id);
     const task = TASK_HANDLERS[info.task];
-    const json = await c.req.json().catch(() => {
-      throw new ServiceError(400, "invalid_json", "the request body is not valid JSON");
-    });
-    const body = requestBody.safeParse(json);
+    const body = requestBody.safeParse(await readJson(c));
     if (!body.success || body.data.inputs === undefined) {
       throw invalidInput('the body must be a JSON object {"inputs": ..., "parameters": {...}}');
     }
-    const inputs = task.inputs.safeParse(body.data.inputs);
-    if (!inputs.success) throw invalidInput(describeIssues(inputs.error, "inputs"));
-    const parameters = task.parameters.safeParse(body.data.parameters ?? {});
-    if (!parameters.success) throw invalidInput(describeIssues(parameters.error, "parameters"));
+    const inputs = validate(task.inputs, body.data.inputs, "inputs");
+    const parameters = validate(task.parameters, body.data.parameters ?? {}, "parameters");
 
-    const key = await cacheKey({ model: id, version: info.version, file: info.file, task: info.task, inputs: inputs.data, parameters: parameters.data });
+    const key = await cacheKey({ model: id, version: info.version, file: info.file, task: info.task, inputs, parameters });
     const etag = `"${key.slice(0, 32)}"`;
     c.header("ETag", etag);
     c.header("Cache-Control", `max-age=${cacheMaxAge}`);
@@ -77,7 +73,7 @@ export function createApp({ registry, maxBodyBytes = 1 << 20, cache = new Memory
       c.header("X-Cache", "HIT");
       return c.body(hit.body, 200, { "content-type": "application/json" });
     }
-    const result = await runDeduplicated(task, await registry.get(id), inputs.data, parameters.data);
+    const result = await runDeduplicated(task, await registry.get(id), inputs, parameters);
     const text = JSON.stringify(result);
     if (cache) waitUntil(c, cache.put(key, { body: text, etag }));
     c.header("X-Cache", "MISS");

@@ -28,7 +28,7 @@ import { invalidInput, ServiceError, tooLarge } from "../errors.ts";
 import { hiddenStates, poolingOf, pooled } from "../tasks/feature-extraction.ts";
 import { sigmoid } from "../tasks/math.ts";
 import { asBatch } from "../tasks/task.ts";
-import { describeIssues } from "./errors.ts";
+import { parseBody } from "./body.ts";
 
 const modelField = z.string().min(1).optional().openapi({
   description: "Model id (GET /models); default: the first model suited to the route",
@@ -88,15 +88,13 @@ type Purpose = "embeddings" | "rerank";
 
 const suits: Record<Purpose, (info: ModelInfo) => boolean> = {
   embeddings: (info) => info.task === "feature-extraction",
-  rerank: (info) => info.task === "text-classification" && info.labels.length === 1,
+  rerank: (info) => info.task === "text-classification" && info.labels.length === 1 && info.problem_type !== "regression",
 };
 
 const needs: Record<Purpose, string> = {
   embeddings: "a feature-extraction model",
   rerank: "a text-classification model with one label (a cross-encoder)",
 };
-
-const isRegression = (model: LoadedModel) => model.config.problem_type === "regression";
 
 /** The requested model, checked against the route; or the first suitable one. */
 async function resolveModel(registry: ModelRegistry, purpose: Purpose, requested?: string): Promise<LoadedModel> {
@@ -107,29 +105,9 @@ async function resolveModel(registry: ModelRegistry, purpose: Purpose, requested
     }
     return registry.get(requested);
   }
-  const candidates = (await registry.list()).filter(suits[purpose]);
-  if (purpose === "rerank") {
-    // ModelInfo does not tell a cross-encoder from a regression head: prefer reranker-looking ids,
-    // then load in order and skip models whose config says regression.
-    const named = (i: ModelInfo) => /rerank|cross-?encoder|ms-marco/i.test(i.id);
-    candidates.sort((a, b) => Number(named(b)) - Number(named(a)));
-    for (const info of candidates) {
-      const model = await registry.get(info.id);
-      if (!isRegression(model)) return model;
-    }
-  } else if (candidates.length > 0) {
-    return registry.get(candidates[0].id);
-  }
+  const candidate = (await registry.list()).find(suits[purpose]);
+  if (candidate) return registry.get(candidate.id);
   throw new ServiceError(404, "model_not_found", `no model serves this route: it needs ${needs[purpose]} (GET /models)`);
-}
-
-async function parseBody<T>(c: Context, schema: z.ZodType<T>): Promise<T> {
-  const json = await c.req.json().catch(() => {
-    throw new ServiceError(400, "invalid_json", "the request body is not valid JSON");
-  });
-  const parsed = schema.safeParse(json);
-  if (!parsed.success) throw invalidInput(describeIssues(parsed.error, "body"));
-  return parsed.data;
 }
 
 /** Pooled vectors for `texts` and how many tokens they took. */

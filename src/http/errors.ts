@@ -1,6 +1,5 @@
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import type { z } from "@hono/zod-openapi";
 import { ServiceError } from "../errors.ts";
 
 /** The error body of every failed request, as the Hugging Face Inference API writes it. */
@@ -12,9 +11,4 @@ export function errorResponse(c: Context, err: unknown) {
   }
   console.error("bert-edge: unexpected error", err);
   return c.json(errorBody("internal error", "internal"), 500);
-}
-
-/** One line per zod issue, with the path into the request body. */
-export function describeIssues(error: z.ZodError, root: string): string {
-  return error.issues.map((i) => `${[root, ...i.path].join(".")}: ${i.message}`).join("; ");
 }
