@@ -51,28 +51,38 @@ export async function main(argv: string[]) {
   }
 }
 
+const USAGE = `usage:
+  bert-edge serve [--models DIR|s3://bucket/prefix|https://...] [--port N] [--backend native|wasm] [--fp32]
+  bert-edge pack <export-dir> --out <dir> [--id org/name] [--version V] [--fp32]
+  bert-edge quantize <in.onnx> <out.onnx> | <model-dir>
+  bert-edge push <packed-dir>/<id>/<version> <dir|s3://bucket/prefix|r2://bucket/prefix> [--local]`;
+
+/** The CLI: the tooling commands live in src/cli and load only when asked for. */
 async function run(argv: string[]) {
-  const { positionals, values } = parseArgs({
-    args: argv,
-    allowPositionals: true,
+  const [command = "serve", ...rest] = argv;
+  if (command === "pack") return (await import("../cli/pack.ts")).packCommand(rest);
+  if (command === "quantize") return (await import("../cli/quantize.ts")).quantizeCommand(rest);
+  if (command === "push") return (await import("../cli/push.ts")).pushCommand(rest);
+  if (command === "-h" || command === "--help" || command === "help") return console.log(USAGE);
+  if (command !== "serve") {
+    console.error(USAGE);
+    process.exit(2);
+  }
+  const { values } = parseArgs({
+    args: rest,
     options: {
       models: { type: "string", default: EMBEDDED_MODELS },
       port: { type: "string", default: process.env.PORT ?? "8787" },
       backend: { type: "string", default: "native" },
-      help: { type: "boolean", short: "h" },
+      fp32: { type: "boolean", default: false },
     },
   });
-  const command = positionals[0] ?? "serve";
-  if (values.help || command !== "serve") {
-    console.log("usage: bert-edge serve [--models DIR] [--port N] [--backend native|wasm]");
-    process.exit(values.help ? 0 : 2);
-  }
   const { port, models } = await startServer({
     models: values.models!,
     port: Number(values.port),
     backend: values.backend as BackendName,
+    preferQuantized: !values.fp32,
   });
   console.log(`bert-edge: ${models.length} models from ${values.models} on http://localhost:${port} (${values.backend} backend)`);
   for (const m of models) console.log(`  ${m.id}  ${m.task}  ${m.file}`);
 }
-
