@@ -2,6 +2,7 @@ import { ServiceError } from "../errors.ts";
 import type { ObjectStorage } from "../storage/storage.ts";
 import type { Backend, ExternalData } from "./backend.ts";
 import { type Manifest, verifyFile } from "./manifest.ts";
+import { type QueueOptions, RequestQueue } from "./queue.ts";
 import { labelsOf, type LoadedModel, loadedModel, type ModelConfig, type TaskName, taskFromConfig } from "./model.ts";
 import { BertTokenizer } from "./tokenizer.ts";
 
@@ -11,11 +12,13 @@ const FULL_FILES = ["onnx/model.onnx", "model.onnx"];
 
 /**
  * Default memory budget for loaded models: keeps a Workers isolate (128 MB) clear with room for
- * requests. Each model costs its weight bytes times WASM_HEAP_FACTOR (ORT's wasm heap measured
- * at about twice the weights with external data).
+ * requests. A model costs its weight bytes times the heap factor measured by tools/edge-figures.ts
+ * (onnxruntime-web's heap is 1.8× the weights with external data, 3.5× for one .onnx file).
  */
 export const DEFAULT_MEMORY_BUDGET = 96 * 2 ** 20;
-const WASM_HEAP_FACTOR = 2;
+const HEAP_FACTOR = { externalData: 1.8, singleFile: 3.5 };
+const heapCost = (weightBytes: number, external: boolean) =>
+  weightBytes * (external ? HEAP_FACTOR.externalData : HEAP_FACTOR.singleFile);
 
 export interface ModelInfo {
   id: string;
@@ -35,6 +38,8 @@ export interface RegistryOptions {
   preferQuantized?: boolean;
   /** Loaded models are evicted least-recently-used beyond this estimate of their memory, in bytes. */
   memoryBudget?: number;
+  /** Each loaded model's request queue and micro-batching (src/engine/queue.ts). */
+  queue?: QueueOptions;
 }
 
 /** Where one model's files live: a plain Hugging Face export folder, or a packed version with a manifest. */
@@ -171,7 +176,8 @@ export class ModelRegistry {
     const weights = source.manifest?.files
       .filter((f) => f.path === source.file || source.manifest?.external_data?.includes(f.path))
       .reduce((sum, f) => sum + f.bytes, 0);
-    return { info, source, cost: (weights ?? 0) * WASM_HEAP_FACTOR, lastUsed: 0, running: 0 };
+    const external = (source.manifest?.external_data?.length ?? 0) > 0;
+    return { info, source, cost: heapCost(weights ?? 0, external), lastUsed: 0, running: 0 };
   }
 
   private async load(entry: Entry) {
@@ -197,19 +203,21 @@ export class ModelRegistry {
         ) as Promise<ExternalData>,
       ]);
       const tokenizer = BertTokenizer.fromJSON(tokenizerJson, tokenizerConfig);
-      if (!source.manifest) entry.cost = (graph.byteLength + externalData.reduce((s, d) => s + d.data.byteLength, 0)) * WASM_HEAP_FACTOR;
+      if (!source.manifest) entry.cost = heapCost(graph.byteLength, false);
       await this.makeRoom(entry);
       const session = await this.backend.createSession(graph, externalData);
       const model = loadedModel({ id: info.id, config: source.config, tokenizer, file: source.file }, session);
-      const run: LoadedModel["run"] = async (batch) => {
+      // One fair queue per loaded model: requests run in arrival order, merged while the engine is busy.
+      const queue = new RequestQueue(model.run, tokenizer.padTokenId, this.options.queue);
+      const run: LoadedModel["run"] = async (batch, timing) => {
         entry.running++;
         try {
-          return await model.run(batch);
+          return await queue.run(batch, timing);
         } finally {
           entry.running--;
         }
       };
-      return { ...model, run };
+      return { ...model, run, queue };
     } catch (err) {
       if (err instanceof ServiceError) throw err;
       throw new ServiceError(500, "model_load_failed", `model "${info.id}" failed to load: ${(err as Error).message}`);

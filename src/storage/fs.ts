@@ -17,7 +17,9 @@ export class FolderStorage implements ObjectStorage {
     const path = resolve(this.root, key);
     if (!path.startsWith(this.root + sep)) return null; // keys never escape the root
     try {
-      return new Uint8Array(await readFile(path));
+      const buffer = await readFile(path);
+      // A view, not a copy: model files are tens of MB.
+      return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return null;
       throw err;
