@@ -110,5 +110,15 @@ describe("the same answers on workerd, Deno and Node", { timeout: 300_000 }, () 
     });
     stops.push(dev.stop);
     assertDeepClose(await answers(`http://127.0.0.1:${port}`), reference, 1e-9);
+
+    // The answers went to caches.default through waitUntil: a repeat is a HIT.
+    const [path, body] = REQUESTS[0];
+    let cache: string | null = null;
+    for (let attempt = 0; attempt < 20 && cache !== "HIT"; attempt++) {
+      const res = await fetch(`http://127.0.0.1:${port}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+      cache = res.headers.get("x-cache");
+      assertDeepClose(await res.json(), reference[0].body, 1e-9);
+    }
+    assert.equal(cache, "HIT");
   });
 });

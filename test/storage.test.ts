@@ -9,7 +9,8 @@ import { dirname, join, normalize } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { HttpStorage } from "../src/storage/http.ts";
 import { decodeXmlEntities, parseListBucketResult, S3Storage } from "../src/storage/s3.ts";
-import { isWritable, sha256Hex } from "../src/storage/writable.ts";
+import { sha256Hex } from "../src/hash.ts";
+import { isWritable } from "../src/storage/writable.ts";
 
 // s3rver ships no types; this is the part of it the tests use.
 interface S3rverInstance {

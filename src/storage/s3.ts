@@ -1,6 +1,7 @@
 import { AwsClient } from "aws4fetch";
 import { DEFAULT_TIMEOUT_MS, discard, encodeKeyPath, fetchWithTimeout, StorageError } from "./http.ts";
-import { type ObjectInfo, sha256Hex, type WritableStorage } from "./writable.ts";
+import { sha256Hex } from "../hash.ts";
+import type { ObjectInfo, WritableStorage } from "./writable.ts";
 
 export interface S3StorageOptions {
   /** e.g. "https://s3.eu-west-1.amazonaws.com", "https://<account>.r2.cloudflarestorage.com", "http://127.0.0.1:9000". */

@@ -23,11 +23,3 @@ export function isWritable(storage: ObjectStorage): storage is WritableStorage {
   const s = storage as Partial<WritableStorage>;
   return typeof s.put === "function" && typeof s.head === "function";
 }
-
-/** Hex SHA-256 via Web Crypto (available in Workers, Deno and Node ≥ 20 as globalThis.crypto). */
-export async function sha256Hex(bytes: Uint8Array): Promise<string> {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>));
-  let hex = "";
-  for (const b of digest) hex += b.toString(16).padStart(2, "0");
-  return hex;
-}
