@@ -7,15 +7,12 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import S3rver from "s3rver";
 import { startServer } from "../src/runtimes/node.ts";
 import { S3Storage } from "../src/storage/s3.ts";
 import { assertDeepClose } from "./support/compare.ts";
 import { FIXTURES_DIR } from "./support/fixtures.ts";
 import { freePort, runCommand, startProcess } from "./support/processes.ts";
-
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
 /** One request per head (and per TEI/OpenAI route). */
 const REQUESTS: [path: string, body: unknown][] = [

@@ -20,7 +20,6 @@
  * true (/v1/embeddings never truncates).
  */
 import { type OpenAPIHono, z } from "@hono/zod-openapi";
-import type { Context } from "hono";
 import { padBatch } from "../engine/batch.ts";
 import type { LoadedModel } from "../engine/model.ts";
 import type { ModelInfo, ModelRegistry } from "../engine/registry.ts";

@@ -1,10 +1,9 @@
 import { z } from "@hono/zod-openapi";
-import { padBatch, rowOf } from "../engine/batch.ts";
 import type { LoadedModel } from "../engine/model.ts";
 import type { Encoding } from "../engine/tokenizer.ts";
-import { invalidInput, ServiceError, tooLarge } from "../errors.ts";
+import { invalidInput, tooLarge } from "../errors.ts";
 import { softmax } from "./math.ts";
-import { asBatch, type Task } from "./task.ts";
+import { asBatch, runRows, type Task } from "./task.ts";
 
 /*
  * question-answering, after transformers' QuestionAnsweringPipeline (fast tokenizer path):
@@ -32,7 +31,6 @@ import { asBatch, type Task } from "./task.ts";
 /** Most windows one request may need; past it the caller gets 413. */
 export const MAX_WINDOWS = 256;
 /** Windows per model.run call, to bound the padded batch's memory. */
-const RUN_CHUNK = 32;
 /** The logit given to tokens that cannot be part of an answer. */
 const MASKED = -10000;
 
@@ -239,25 +237,6 @@ export function prepare(
   return { context, encodings };
 }
 
-/** Runs encodings through the model a chunk at a time; returns each one's start and end logits. */
-async function runWindows(model: LoadedModel, encodings: Encoding[]) {
-  const rows: { start: Float32Array; end: Float32Array }[] = [];
-  for (let i = 0; i < encodings.length; i += RUN_CHUNK) {
-    const chunk = encodings.slice(i, i + RUN_CHUNK);
-    const outputs = await model.run(padBatch(chunk, model.tokenizer.padTokenId));
-    const { start_logits: start, end_logits: end } = outputs;
-    if (!start || !end || start.dims.length !== 2 || end.dims.length !== 2) {
-      throw new ServiceError(500, "bad_model_output", `model "${model.id}" gave no [batch, seq] start_logits/end_logits`);
-    }
-    chunk.forEach((enc, row) => {
-      // Padding is dropped: its probability would be exactly 0 after masking anyway.
-      const n = enc.ids.length;
-      rows.push({ start: rowOf(start.data, start.dims, row).subarray(0, n), end: rowOf(end.data, end.dims, row).subarray(0, n) });
-    });
-  }
-  return rows;
-}
-
 export const questionAnswering: Task<z.infer<typeof inputs>, Parameters> = {
   name: "question-answering",
   inputs,
@@ -282,10 +261,15 @@ export const questionAnswering: Task<z.infer<typeof inputs>, Parameters> = {
     if (total > MAX_WINDOWS) {
       throw tooLarge(`the contexts need ${total} windows of ${maxSeqLen} tokens; at most ${MAX_WINDOWS} are accepted`);
     }
-    const logits = await runWindows(model, prepared.flatMap((p) => p.encodings));
+    const rows = await runRows(model, prepared.flatMap((p) => p.encodings), ["start_logits", "end_logits"]);
     let w = 0;
     const results = prepared.map(({ context, encodings }) => {
-      const windows = encodings.map((encoding) => ({ encoding, ...logits[w++] }));
+      const windows = encodings.map((encoding) => {
+        // Padding is dropped: its probability would be exactly 0 after masking anyway.
+        const { start_logits, end_logits } = rows[w++];
+        const n = encoding.ids.length;
+        return { encoding, start: start_logits.data.subarray(0, n), end: end_logits.data.subarray(0, n) };
+      });
       const answers = postprocess(context, windows, model.tokenizer.clsTokenId, options);
       return answers.length === 1 ? answers[0] : answers;
     });

@@ -1,10 +1,8 @@
 import { z } from "@hono/zod-openapi";
-import { padBatch, rowOf } from "../engine/batch.ts";
-import type { LoadedModel } from "../engine/model.ts";
 import type { Encoding } from "../engine/tokenizer.ts";
-import { invalidInput, ServiceError, tooLarge } from "../errors.ts";
+import { invalidInput, tooLarge } from "../errors.ts";
 import { softmax } from "./math.ts";
-import { asBatch, type Task } from "./task.ts";
+import { asBatch, runRows, type Task } from "./task.ts";
 
 /*
  * token-classification (NER), after transformers' TokenClassificationPipeline (fast tokenizer path):
@@ -29,7 +27,6 @@ export type AggregationStrategy = (typeof STRATEGIES)[number];
 /** Most windows one request may need; past it the caller gets 413. */
 export const MAX_WINDOWS = 256;
 /** Windows per model.run call, to bound the padded batch's memory. */
-const RUN_CHUNK = 32;
 
 const text = z.string().min(1);
 
@@ -297,21 +294,6 @@ export function defaultStride(room: number): number {
   return Math.max(0, Math.min(64, Math.floor(room / 4)));
 }
 
-/** Runs encodings through the model a chunk at a time; returns each one's [seq, width] logits. */
-async function runWindows(model: LoadedModel, encodings: Encoding[], output: string) {
-  const rows: { data: Float32Array; width: number }[] = [];
-  for (let i = 0; i < encodings.length; i += RUN_CHUNK) {
-    const chunk = encodings.slice(i, i + RUN_CHUNK);
-    const outputs = await model.run(padBatch(chunk, model.tokenizer.padTokenId));
-    const tensor = outputs[output];
-    if (!tensor || tensor.dims.length !== 3) {
-      throw new ServiceError(500, "bad_model_output", `model "${model.id}" gave no [batch, seq, labels] "${output}" output`);
-    }
-    chunk.forEach((_, row) => rows.push({ data: rowOf(tensor.data, tensor.dims, row), width: tensor.dims[2] }));
-  }
-  return rows;
-}
-
 export const tokenClassification: Task<z.infer<typeof inputs>, Parameters> = {
   name: "token-classification",
   inputs,
@@ -335,13 +317,14 @@ export const tokenClassification: Task<z.infer<typeof inputs>, Parameters> = {
     if (total > MAX_WINDOWS) {
       throw tooLarge(`the texts need ${total} windows of ${maxLength} tokens; at most ${MAX_WINDOWS} are accepted`);
     }
-    const logits = await runWindows(model, windows.flat(), "logits");
+    const rows = await runRows(model, windows.flat(), ["logits"]);
 
     let w = 0;
     const results = items.map((item, i) => {
       const entities: (TokenEntity | EntityGroup)[] = [];
       windows[i].forEach((enc, k) => {
-        const { data, width } = logits[w++];
+        const { data, dims } = rows[w++].logits;
+        const width = dims[1];
         const scores = enc.ids.map((_, t) => softmax(data.subarray(t * width, (t + 1) * width)));
         // Window k starts k·(room − stride) text tokens into the whole text.
         const pre = gatherPreEntities(item, enc, scores, tokenizer.unkTokenId, k * (room - stride));

@@ -1,9 +1,8 @@
 import { z } from "@hono/zod-openapi";
-import { padBatch, rowOf } from "../engine/batch.ts";
 import type { LoadedModel } from "../engine/model.ts";
 import { invalidInput, tooLarge } from "../errors.ts";
 import { softmax } from "./math.ts";
-import { asBatch, MAX_BATCH_INPUTS, type Task } from "./task.ts";
+import { asBatch, MAX_BATCH_INPUTS, runRows, type Task } from "./task.ts";
 
 /*
  * zero-shot-classification, after transformers' ZeroShotClassificationPipeline (NLI models):
@@ -125,14 +124,8 @@ export const zeroShotClassification: Task<z.infer<typeof inputs>, Parameters> = 
       }),
     );
 
-    // Pairs in runs of at most MAX_BATCH_INPUTS rows; row r is (items[r / n], labels[r % n]).
-    const rows: Float32Array[] = [];
-    for (let start = 0; start < encodings.length; start += MAX_BATCH_INPUTS) {
-      const chunk = encodings.slice(start, start + MAX_BATCH_INPUTS);
-      const outputs = await model.run(padBatch(chunk, tokenizer.padTokenId));
-      const logits = outputs.logits ?? Object.values(outputs)[0];
-      chunk.forEach((_, r) => rows.push(rowOf(logits.data, logits.dims, r)));
-    }
+    // Row r is the pair (items[r / n], labels[r % n]).
+    const rows = (await runRows(model, encodings, ["logits"])).map((r) => r.logits.data);
     const entailment = entailmentId(model);
     const results = items.map((sequence, i) =>
       zeroShotScores(sequence, labels, rows.slice(i * labels.length, (i + 1) * labels.length), entailment, multiLabel),
