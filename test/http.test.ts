@@ -119,5 +119,32 @@ for (const backend of ["native", "wasm"] as BackendName[]) {
       assert.deepEqual(out.map((o) => o.label).sort(), ["equivalent", "not_equivalent"]);
       assert.ok(Math.abs(out[0].score + out[1].score - 1) < 1e-6);
     });
+
+    test("the client's other tasks work unchanged too", async () => {
+      const client = (id: string) => new InferenceClient(undefined, { endpointUrl: `${base}/models/${id}` });
+      const text = "Angela Merkel met Tim Cook at Apple in Berlin.";
+      const entities = await client("tiny-bert-ner").tokenClassification({ inputs: text });
+      assert.ok(entities.length > 0);
+      for (const e of entities) assert.equal(e.word, text.slice(e.start, e.end));
+
+      const context = "The Eiffel Tower is a wrought-iron lattice tower in Paris, France.";
+      const answer = await client("tiny-bert-qa").questionAnswering({ inputs: { question: "Where is the tower?", context } });
+      assert.equal(answer.answer, context.slice(answer.start, answer.end));
+      assert.ok(answer.score > 0 && answer.score <= 1);
+
+      const fills = await client("tiny-bert-mlm").fillMask({ inputs: "The capital of France is [MASK]." });
+      assert.equal(fills.length, 5);
+      for (const f of fills) assert.equal(f.sequence.includes("[MASK]"), false);
+
+      const vector = await client("tiny-bert-embed").featureExtraction({ inputs: "hello world" });
+      assert.ok(Array.isArray(vector) && vector.length > 0);
+
+      const zeroShot = await client("tiny-bert-nli").zeroShotClassification({
+        inputs: "The new phone has a great camera.",
+        parameters: { candidate_labels: ["technology", "sports", "politics"] },
+      });
+      assert.deepEqual(zeroShot.map((z) => z.label).sort(), ["politics", "sports", "technology"]);
+      assert.ok(Math.abs(zeroShot.reduce((s, z) => s + z.score, 0) - 1) < 1e-6);
+    });
   });
 }
