@@ -1,8 +1,12 @@
-/** The onnxruntime builds available on Node: native (onnxruntime-node) and WASM (onnxruntime-web). */
+/**
+ * The backends available on Node: native (onnxruntime-node), wasm (onnxruntime-web) and bert-wasm
+ * (our own int8 encoder, onnxruntime-web for models it cannot run).
+ */
 import type { Backend } from "../engine/backend.ts";
+import { BertWasmOrOrt } from "../engine/backends/bert-wasm-or-ort.ts";
 import { OrtBackend } from "../engine/backends/ort.ts";
 
-export type BackendName = "native" | "wasm";
+export type BackendName = "native" | "wasm" | "bert-wasm";
 
 export async function createBackend(name: BackendName, threads?: number): Promise<Backend> {
   if (name === "native") {
@@ -16,6 +20,14 @@ export async function createBackend(name: BackendName, threads?: number): Promis
     ort.env.wasm.proxy = false;
     return new OrtBackend("wasm", ort, { executionProviders: ["wasm"] });
   }
-  throw new Error(`unknown backend "${name}" (native | wasm)`);
+  if (name === "bert-wasm") {
+    const [{ loadBertWasmBackend }, { packBertWasm }, wasm] = await Promise.all([
+      import("../engine/backends/bert-wasm/node.ts"),
+      import("../engine/backends/bert-wasm/pack.ts"),
+      createBackend("wasm"),
+    ]);
+    return new BertWasmOrOrt(await loadBertWasmBackend(), wasm, (onnx) => packBertWasm(onnx));
+  }
+  throw new Error(`unknown backend "${name}" (native | wasm | bert-wasm)`);
 }
 

@@ -52,7 +52,7 @@ export async function main(argv: string[]) {
 }
 
 const USAGE = `usage:
-  bert-edge serve [--models DIR|s3://bucket/prefix|https://...] [--port N] [--backend native|wasm] [--fp32]
+  bert-edge serve [--models DIR|s3://bucket/prefix|https://...] [--port N] [--backend native|wasm|bert-wasm] [--fp32]
   bert-edge pack <export-dir> --out <dir> [--id org/name] [--version V] [--fp32]
   bert-edge quantize <in.onnx> <out.onnx> | <model-dir>
   bert-edge push <packed-dir>/<id>/<version> <dir|s3://bucket/prefix|r2://bucket/prefix> [--local]`;
