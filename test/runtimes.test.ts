@@ -93,6 +93,20 @@ describe("the same answers on workerd, Deno and Node", { timeout: 300_000 }, () 
     assertDeepClose(await answers(`http://127.0.0.1:${port}`), reference, 1e-9);
   });
 
+  test("bert-wasm: the same answers on Deno as on Node", async () => {
+    const node = await startServer({ models: FIXTURES_DIR, port: 0, backend: "bert-wasm" });
+    stops.push(node.close);
+    const onNode = await answers(`http://127.0.0.1:${node.port}`);
+    for (const r of onNode) assert.equal(r.status, 200, `${r.path}: ${JSON.stringify(r.body)}`);
+    const port = await freePort();
+    const deno = await startProcess("npx", ["deno", "run", "-A", "src/runtimes/deno.ts"], {
+      env: { MODELS: FIXTURES_DIR, PORT: String(port), BACKEND: "bert-wasm" },
+      url: `http://127.0.0.1:${port}/health`,
+    });
+    stops.push(deno.stop);
+    assertDeepClose(await answers(`http://127.0.0.1:${port}`), onNode, 1e-9);
+  });
+
   test("workerd (wrangler dev, models in local R2)", async () => {
     const state = join(tmp, "wrangler-state");
     const env = { WRANGLER_SEND_METRICS: "false", CI: "true", XDG_CONFIG_HOME: join(tmp, "xdg") };
