@@ -26,7 +26,7 @@ test("bert-wasm runs what it can convert and falls back, logged, for the rest", 
   await backend.createSession(graph()); // converted on the fly
   await backend.createSession(packBertWasm(graph())); // already packed
   assert.deepEqual(made, ["own", "own"]);
-  assert.deepEqual(logs, []);
+  assert.equal(logs.length, 0);
 
   const refusing = new BertWasmOrOrt(own, ort, () => {
     throw new BertWasmUnsupportedError("relative position embeddings");

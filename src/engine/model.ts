@@ -1,4 +1,5 @@
 import type { Batch, Outputs, Session } from "./backend.ts";
+import type { RunTiming } from "./queue.ts";
 import type { BertTokenizer } from "./tokenizer.ts";
 
 export const TASKS = [
@@ -71,7 +72,8 @@ export interface LoadedModel {
   readonly maxLength: number;
   /** The ONNX file that is served, relative to the model folder. */
   readonly file: string;
-  run(batch: Batch): Promise<Outputs>;
+  /** Runs a padded batch; `timing`, when given, is filled with where the time went (queue, run). */
+  run(batch: Batch, timing?: RunTiming): Promise<Outputs>;
 }
 
 /** Builds a LoadedModel around a session. */

@@ -2,8 +2,9 @@ import { OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { LoadedModel } from "../engine/model.ts";
+import { expectArrival } from "../engine/queue.ts";
 import type { ModelRegistry } from "../engine/registry.ts";
-import { invalidInput, tooLarge } from "../errors.ts";
+import { invalidInput, ServiceError, tooLarge } from "../errors.ts";
 import { TASK_HANDLERS } from "../tasks/index.ts";
 import type { Task } from "../tasks/task.ts";
 import { cacheKey, canonicalJson, MemoryCache, type ResponseCache } from "./cache.ts";
@@ -29,7 +30,15 @@ const requestBody = z.object({
 
 export function createApp({ registry, maxBodyBytes = 1 << 20, cache = new MemoryCache(), cacheMaxAge = 3600 }: AppOptions) {
   const app = new OpenAPIHono();
-  app.onError((err, c) => errorResponse(c, err));
+  app.onError((err, c) => {
+    if (err instanceof ServiceError && err.status === 429) {
+      // A full model queue (src/engine/queue.ts): retry later, and never cache the refusal.
+      c.header("Retry-After", String((err as { retryAfter?: number }).retryAfter ?? 1));
+      c.header("Cache-Control", "no-store");
+      c.header("ETag", undefined);
+    }
+    return errorResponse(c, err);
+  });
   app.notFound((c) => c.json(errorBody(`no route ${c.req.method} ${c.req.path}`, "not_found"), 404));
   app.use(
     bodyLimit({
@@ -53,6 +62,16 @@ export function createApp({ registry, maxBodyBytes = 1 << 20, cache = new Memory
       await registry.get(id);
       return c.json(await registry.info(id));
     }
+    // Counted until it reaches the model's queue, so that a run ending meanwhile waits for it (src/engine/queue.ts).
+    const arrived = expectArrival();
+    try {
+      return await answer(c, id, arrived);
+    } finally {
+      arrived();
+    }
+  });
+
+  const answer = async (c: Context, id: string, arrived: () => void) => {
     const info = await registry.info(id);
     const task = TASK_HANDLERS[info.task];
     const body = requestBody.safeParse(await readJson(c));
@@ -73,12 +92,15 @@ export function createApp({ registry, maxBodyBytes = 1 << 20, cache = new Memory
       c.header("X-Cache", "HIT");
       return c.body(hit.body, 200, { "content-type": "application/json" });
     }
-    const result = await runDeduplicated(task, await registry.get(id), inputs, parameters);
+    const timed = timedModel(await registry.get(id), arrived);
+    const started = performance.now();
+    const result = await runDeduplicated(task, timed.model, inputs, parameters);
     const text = JSON.stringify(result);
+    c.header("Server-Timing", timed.header(performance.now() - started));
     if (cache) waitUntil(c, cache.put(key, { body: text, etag }));
     c.header("X-Cache", "MISS");
     return c.body(text, 200, { "content-type": "application/json" });
-  });
+  };
 
   registerEmbeddingRoutes(app, registry);
   registerOpenApi(app);
@@ -96,6 +118,41 @@ async function runDeduplicated(task: Task, model: LoadedModel, inputs: unknown, 
   if (distinct.length === inputs.length) return task.run(model, inputs, parameters);
   const results = (await task.run(model, distinct.map((k) => inputs[keys.indexOf(k)]), parameters)) as unknown[];
   return keys.map((k) => results[distinct.indexOf(k)]);
+}
+
+/**
+ * The model as one request sees it, timing its tokenizer.encode calls and its runs (queue wait and
+ * session.run, from the queue), for a `Server-Timing` header: tokenize, queue, run, and decode (the
+ * rest of the task: batching, post-processing, JSON).
+ */
+export function timedModel(model: LoadedModel, arrived = () => {}) {
+  const spent = { tokenize: 0, queue: 0, run: 0, merged: 0 };
+  const tokenizer = Object.create(model.tokenizer) as LoadedModel["tokenizer"];
+  tokenizer.encode = (...args) => {
+    const start = performance.now();
+    try {
+      return model.tokenizer.encode(...args);
+    } finally {
+      spent.tokenize += performance.now() - start;
+    }
+  };
+  const run: LoadedModel["run"] = async (batch, timing = { queueMs: 0, runMs: 0, merged: 1 }) => {
+    const start = performance.now();
+    arrived();
+    const outputs = await model.run(batch, timing);
+    // A runner without a queue fills nothing in: all of it was the run.
+    const runMs = timing.runMs || performance.now() - start - timing.queueMs;
+    spent.queue += timing.queueMs;
+    spent.run += runMs;
+    spent.merged = Math.max(spent.merged, timing.merged);
+    return outputs;
+  };
+  const header = (totalMs: number) => {
+    const decode = Math.max(0, totalMs - spent.tokenize - spent.queue - spent.run);
+    const f = (ms: number) => ms.toFixed(3);
+    return `tokenize;dur=${f(spent.tokenize)}, queue;dur=${f(spent.queue)}, run;dur=${f(spent.run)};desc="${spent.merged || 1} merged", decode;dur=${f(decode)}`;
+  };
+  return { model: { ...model, tokenizer, run } as LoadedModel, spent, header };
 }
 
 /** Workers keep the isolate alive for `promise`; elsewhere it simply runs on. */

@@ -1,0 +1,181 @@
+/**
+ * One engine configuration in its own process: raw onnxruntime `session.run` latency (web or node, at
+ * a given intra-op thread count), and optionally bert-edge's text-classification task called in
+ * process on the same model file, plus the int8 shift that merging requests causes.
+ *
+ *   tsx bench/engine.ts --runtime web|node --threads 1|default --model DIR [--inproc] [--iters 30,20,8]
+ *
+ * Prints one line `RESULT {json}`.
+ */
+import { availableParallelism } from "node:os";
+import { basename, dirname } from "node:path";
+import { parseArgs } from "node:util";
+import { median, p99, peakRss, textsOfLength, watchWasmMemory } from "./lib.ts";
+
+const wasmHeap = watchWasmMemory();
+const { values } = parseArgs({
+  options: {
+    runtime: { type: "string", default: "web" },
+    threads: { type: "string", default: "1" },
+    model: { type: "string" },
+    inproc: { type: "boolean", default: false },
+    iters: { type: "string", default: "30,20,8" },
+    lengths: { type: "string", default: "16,128,384" },
+  },
+});
+const modelDir = values.model!;
+const lengths = values.lengths!.split(",").map(Number);
+const iters = values.iters!.split(",").map(Number);
+const threads = values.threads === "default" ? undefined : Number(values.threads);
+const { readFileSync } = await import("node:fs");
+const graph = readFileSync(`${modelDir}/onnx/model_quantized.onnx`);
+
+type Ort = typeof import("onnxruntime-web");
+let ort: Ort;
+let sessionOptions: Record<string, unknown>;
+if (values.runtime === "web") {
+  ort = await import("onnxruntime-web");
+  if (threads) ort.env.wasm.numThreads = threads;
+  ort.env.wasm.proxy = false;
+  sessionOptions = { executionProviders: ["wasm"] };
+} else {
+  const node = await import("onnxruntime-node");
+  ort = (node.default ?? node) as unknown as Ort;
+  sessionOptions = threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {};
+}
+const session = await ort.InferenceSession.create(graph, sessionOptions);
+const effectiveThreads =
+  values.runtime === "web" ? (ort.env.wasm.numThreads ?? 1) : (threads ?? `default (${availableParallelism()} CPUs)`);
+
+const { BertTokenizer } = await import("../src/engine/tokenizer.ts");
+const tokenizer = BertTokenizer.fromJSON(
+  JSON.parse(readFileSync(`${modelDir}/tokenizer.json`, "utf8")),
+  JSON.parse(readFileSync(`${modelDir}/tokenizer_config.json`, "utf8")),
+);
+
+function feeds(texts: string[]) {
+  const encodings = texts.map((t) => tokenizer.encode(t)[0]);
+  const seq = Math.max(...encodings.map((e) => e.ids.length));
+  const n = texts.length * seq;
+  const ids = new BigInt64Array(n);
+  const mask = new BigInt64Array(n);
+  encodings.forEach((e, r) =>
+    e.ids.forEach((id, i) => {
+      ids[r * seq + i] = BigInt(id);
+      mask[r * seq + i] = 1n;
+    }),
+  );
+  const dims = [texts.length, seq];
+  return {
+    input_ids: new ort.Tensor("int64", ids, dims),
+    attention_mask: new ort.Tensor("int64", mask, dims),
+    token_type_ids: new ort.Tensor("int64", new BigInt64Array(n), dims),
+  };
+}
+
+type Stat = { median: number; p99: number; n: number };
+const stat = (ms: number[]): Stat => ({ median: median(ms), p99: p99(ms), n: ms.length });
+
+async function time(fn: () => Promise<unknown>, n: number, warm = 3) {
+  for (let i = 0; i < warm; i++) await fn();
+  const ms: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const start = performance.now();
+    await fn();
+    ms.push(performance.now() - start);
+  }
+  return stat(ms);
+}
+
+// bert-edge in process, on the same model file, through the registry (queue included).
+const inprocModel = values.inproc ? await loadInProcess() : undefined;
+async function loadInProcess() {
+  const { ModelRegistry } = await import("../src/engine/registry.ts");
+  const { FolderStorage } = await import("../src/storage/fs.ts");
+  const { createBackend } = await import("../src/runtimes/node-backends.ts");
+  const registry = new ModelRegistry(new FolderStorage(dirname(modelDir)), await createBackend(values.runtime === "web" ? "wasm" : "native", threads));
+  return registry.get(basename(modelDir));
+}
+const { textClassification } = await import("../src/tasks/text-classification.ts");
+const { timedModel } = await import("../src/http/app.ts");
+
+const raw: Record<number, Stat> = {};
+const batched: Record<number, number> = {};
+const inproc: Record<number, Stat & { split: Record<string, number>; overheadMs: number }> = {};
+for (const [k, len] of lengths.entries()) {
+  const one = feeds(textsOfLength(tokenizer, len, 1, len));
+  const texts = textsOfLength(tokenizer, len, 8, len + 2);
+  // Raw and in-process interleaved, one of each per round, so that noise hits both alike.
+  const rawMs: number[] = [];
+  const taskMs: number[] = [];
+  const splits: Record<string, number[]> = { tokenize: [], queue: [], run: [], decode: [] };
+  const rounds = iters[k] + 2;
+  for (let i = 0; i < rounds; i++) {
+    let start = performance.now();
+    await session.run(one);
+    if (i >= 2) rawMs.push(performance.now() - start);
+    if (!inprocModel) continue;
+    const timed = timedModel(inprocModel);
+    start = performance.now();
+    await textClassification.run(timed.model, texts[i % texts.length], {});
+    const total = performance.now() - start;
+    if (i < 2) continue;
+    taskMs.push(total);
+    for (const key of ["tokenize", "queue", "run"] as const) splits[key].push(timed.spent[key]);
+    splits.decode.push(total - timed.spent.tokenize - timed.spent.queue - timed.spent.run);
+  }
+  raw[len] = stat(rawMs);
+  if (inprocModel) {
+    const split = Object.fromEntries(Object.entries(splits).map(([key, xs]) => [key, median(xs)]));
+    inproc[len] = { ...stat(taskMs), split, overheadMs: split.tokenize + split.queue + split.decode };
+  }
+  if (len <= 128) {
+    // Per-sequence time when 16 sequences go in one run: the ceiling micro-batching can reach.
+    const sixteen = feeds(textsOfLength(tokenizer, len, 16, len + 1));
+    batched[len] = (await time(() => session.run(sixteen), Math.max(3, Math.ceil(iters[k] / 4)), 1)).median / 16;
+  }
+}
+
+let int8Merge: Record<number, Record<string, number>> | undefined;
+if (inprocModel) {
+  const { padBatch } = await import("../src/engine/batch.ts");
+  const { softmax } = await import("../src/tasks/math.ts");
+  const { existsSync } = await import("node:fs");
+  const fp32Path = `${modelDir}/onnx/model.onnx`;
+  const fp32 = existsSync(fp32Path) ? await ort.InferenceSession.create(readFileSync(fp32Path), sessionOptions) : undefined;
+  // int8 dynamic quantization scales activations per tensor over the whole batch: a request
+  // merged with others gets slightly different numbers. Solo vs merged, 16 requests; and, for
+  // scale, int8 vs the fp32 graph on the same inputs.
+  int8Merge = {};
+  const argmax = (xs: ArrayLike<number>) => Array.from(xs).indexOf(Math.max(...Array.from(xs)));
+  const diff = (a: ArrayLike<number>, b: ArrayLike<number>) => Math.max(...Array.from(a, (x, j) => Math.abs(x - b[j])));
+  for (const len of [16, 128]) {
+    const texts = textsOfLength(tokenizer, len, 16, len + 3);
+    const batches = texts.map((t) => padBatch([inprocModel.tokenizer.encode(t)[0]], inprocModel.tokenizer.padTokenId));
+    const solo = [];
+    for (const b of batches) solo.push((await inprocModel.run(b)).logits.data);
+    const blocker = inprocModel.run(batches[0]);
+    const merged = (await Promise.all(batches.map((b) => inprocModel.run(b)))).map((o) => o.logits.data);
+    await blocker;
+    const ref = fp32 ? await Promise.all(texts.map(async (t) => (await fp32.run(feeds([t]))).logits.data as Float32Array)) : undefined;
+    const r: Record<string, number> = { requests: texts.length, maxScoreDiff: 0, maxLogitDiff: 0, flips: 0 };
+    solo.forEach((s, i) => {
+      r.maxScoreDiff = Math.max(r.maxScoreDiff, diff(softmax(s), softmax(merged[i])));
+      r.maxLogitDiff = Math.max(r.maxLogitDiff, diff(s, merged[i]));
+      if (argmax(s) !== argmax(merged[i])) r.flips++;
+      if (ref) {
+        r.fp32MaxScoreDiff = Math.max(r.fp32MaxScoreDiff ?? 0, diff(softmax(s), softmax(ref[i])));
+        r.fp32MaxLogitDiff = Math.max(r.fp32MaxLogitDiff ?? 0, diff(s, ref[i]));
+        r.fp32Flips = (r.fp32Flips ?? 0) + (argmax(s) !== argmax(ref[i]) ? 1 : 0);
+      }
+    });
+    int8Merge[len] = r;
+  }
+}
+await session.release();
+
+console.log(
+  "RESULT " +
+    JSON.stringify({ runtime: values.runtime, threads: effectiveThreads, raw, batched, inproc: inprocModel ? inproc : undefined, int8Merge, peakRss: peakRss(), wasmHeap: wasmHeap() }),
+);
+process.exit(0);

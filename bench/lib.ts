@@ -1,0 +1,205 @@
+/** Shared pieces of the benchmark: statistics, inputs of an exact token length, memory probes, HTTP load. */
+import { readFileSync } from "node:fs";
+import http from "node:http";
+import { BertTokenizer } from "../src/engine/tokenizer.ts";
+
+export const median = (xs: number[]) => quantile(xs, 0.5);
+export const p99 = (xs: number[]) => quantile(xs, 0.99);
+
+export function quantile(xs: number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const i = Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1));
+  return s[i];
+}
+
+/** Words that are one WordPiece token each in the fixtures' (bert-base-uncased) vocabulary. */
+const WORDS = (
+  "the movie was good and the food was great but service slow so we left early then came back again " +
+  "later for more coffee with friends who like music art books dogs cats rain sun city park house car " +
+  "road train day night week year time people man woman child school work home water fire light dark " +
+  "happy sad long short big small old new first last best worst very really quite still never always"
+).split(" ");
+
+/**
+ * Texts that tokenize to exactly `tokens` tokens ([CLS] and [SEP] included), each different
+ * (a seeded shuffle of one-token words), so that no cache or deduplication can help.
+ */
+export function textsOfLength(tokenizer: BertTokenizer, tokens: number, count: number, seed = 1): string[] {
+  const words = WORDS.filter((w) => tokenizer.encode(w, undefined, { addSpecialTokens: false })[0].ids.length === 1);
+  let state = seed * 2654435761;
+  const next = () => ((state = (state * 1103515245 + 12345) >>> 0), state >>> 8);
+  const texts: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const text = Array.from({ length: tokens - 2 }, () => words[next() % words.length]).join(" ");
+    const n = tokenizer.encode(text)[0].ids.length;
+    if (n !== tokens) throw new Error(`a ${tokens}-token text came out as ${n} tokens`);
+    texts.push(text);
+  }
+  return texts;
+}
+
+export function loadTokenizer(modelDir: string): BertTokenizer {
+  const json = JSON.parse(readFileSync(`${modelDir}/tokenizer.json`, "utf8"));
+  const config = JSON.parse(readFileSync(`${modelDir}/tokenizer_config.json`, "utf8"));
+  return BertTokenizer.fromJSON(json, config);
+}
+
+/** Peak resident set (VmHWM) of a process, in bytes (Linux). */
+export function peakRss(pid: number | "self" = "self"): number {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const kb = /VmHWM:\s+(\d+) kB/.exec(status);
+    return kb ? Number(kb[1]) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/**
+ * Records every WebAssembly.Memory that instantiated modules import or export, so that the wasm
+ * heap of onnxruntime-web can be read afterwards. Call before the runtime is imported.
+ */
+export function watchWasmMemory(): () => number {
+  const memories = new Set<WebAssembly.Memory>();
+  const scan = (obj: unknown) => {
+    if (!obj || typeof obj !== "object") return;
+    for (const v of Object.values(obj)) {
+      if (v instanceof WebAssembly.Memory) memories.add(v);
+      else if (v && typeof v === "object" && !(v instanceof WebAssembly.Memory)) {
+        for (const w of Object.values(v as object)) if (w instanceof WebAssembly.Memory) memories.add(w);
+      }
+    }
+  };
+  const instantiate = WebAssembly.instantiate;
+  WebAssembly.instantiate = async function (this: unknown, ...args: unknown[]) {
+    scan(args[1]);
+    const result = await (instantiate as (...a: unknown[]) => Promise<unknown>).apply(WebAssembly, args);
+    const instance = result instanceof WebAssembly.Instance ? result : (result as { instance: WebAssembly.Instance }).instance;
+    scan(instance.exports);
+    return result;
+  } as typeof WebAssembly.instantiate;
+  return () => [...memories].reduce((sum, m) => sum + m.buffer.byteLength, 0);
+}
+
+const agents = new Map<number, http.Agent>();
+
+export interface HttpResult {
+  status: number;
+  ms: number;
+  body: string;
+  serverTiming?: string;
+}
+
+/** One POST on a keep-alive connection. */
+export function post(url: string, body: string, maxSockets = 1): Promise<HttpResult> {
+  let agent = agents.get(maxSockets);
+  if (!agent) agents.set(maxSockets, (agent = new http.Agent({ keepAlive: true, maxSockets })));
+  const start = performance.now();
+  return new Promise((ok, fail) => {
+    const req = http.request(url, { method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () =>
+        ok({
+          status: res.statusCode ?? 0,
+          ms: performance.now() - start,
+          body: Buffer.concat(chunks).toString(),
+          serverTiming: res.headers["server-timing"] as string | undefined,
+        }),
+      );
+      res.on("error", fail);
+    });
+    req.on("error", fail);
+    req.end(body);
+  });
+}
+
+export function closeAgents() {
+  for (const a of agents.values()) a.destroy();
+  agents.clear();
+}
+
+/** Server-Timing `name;dur=x` entries, in ms. */
+export function parseServerTiming(header: string | undefined): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const part of header?.split(",") ?? []) {
+    const m = /^\s*([\w-]+)(?:;[^,]*?dur=([\d.]+))?/.exec(part);
+    if (m && m[2] !== undefined) out[m[1]] = Number(m[2]);
+  }
+  return out;
+}
+
+export interface LoadResult {
+  /** Per-request latencies and requests per run, for combining rounds (not reported). */
+  latencies?: number[];
+  mergedList?: number[];
+  clients: number;
+  requests: number;
+  errors: number;
+  seconds: number;
+  rps: number;
+  p50: number;
+  p99: number;
+  /** Median requests per session.run (bert-edge's Server-Timing). */
+  merged?: number;
+}
+
+/** `clients` concurrent loops of POSTs for `seconds` (and at most `maxRequests`), after a short warm-up. */
+export async function loadTest(url: string, texts: string[], clients: number, seconds: number, maxRequests = Infinity): Promise<LoadResult> {
+  let i = 0;
+  const body = () => JSON.stringify({ inputs: texts[i++ % texts.length] });
+  // Warm-up: one request per client, concurrently.
+  await Promise.all(Array.from({ length: clients }, () => post(url, body(), clients)));
+  const latencies: number[] = [];
+  const merged: number[] = [];
+  let errors = 0;
+  const start = performance.now();
+  const deadline = start + seconds * 1000;
+  let sent = 0;
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (performance.now() < deadline && sent < maxRequests) {
+        sent++;
+        const r = await post(url, body(), clients);
+        if (r.status !== 200) {
+          errors++;
+          continue;
+        }
+        latencies.push(r.ms);
+        const m = /desc="(\d+) merged"/.exec(r.serverTiming ?? "");
+        if (m) merged.push(Number(m[1]));
+      }
+    }),
+  );
+  const elapsed = (performance.now() - start) / 1000;
+  return {
+    clients,
+    requests: latencies.length,
+    errors,
+    seconds: elapsed,
+    rps: latencies.length / elapsed,
+    p50: median(latencies),
+    p99: p99(latencies),
+    merged: merged.length ? median(merged) : undefined,
+    latencies,
+    mergedList: merged,
+  };
+}
+
+/** Several rounds of one load level (run interleaved with other servers) as one result. */
+export function combine(rounds: LoadResult[]): LoadResult {
+  const latencies = rounds.flatMap((r) => r.latencies ?? []);
+  const merged = rounds.flatMap((r) => r.mergedList ?? []);
+  const seconds = rounds.reduce((s, r) => s + r.seconds, 0);
+  return {
+    clients: rounds[0].clients,
+    requests: latencies.length,
+    errors: rounds.reduce((s, r) => s + r.errors, 0),
+    seconds,
+    rps: latencies.length / seconds,
+    p50: median(latencies),
+    p99: p99(latencies),
+    merged: merged.length ? median(merged) : undefined,
+  };
+}

@@ -1,0 +1,68 @@
+/**
+ * A benchmark server in its own process: bert-edge's Hono app (as `bert-edge serve` builds it, with
+ * the response cache off so every request runs the model) or the baseline, an @xenova/transformers
+ * 2.17.2 text-classification pipeline behind the same kind of Hono app.
+ *
+ *   tsx bench/serve.ts --impl bert-edge|xenova --backend wasm|native --models DIR [--batching on|off]
+ *
+ * Prints `LISTENING <port>` once it answers; `GET /__bench` gives its wasm heap.
+ */
+import { serve } from "@hono/node-server";
+import { Hono } from "hono";
+import { parseArgs } from "node:util";
+import { watchWasmMemory } from "./lib.ts";
+
+const wasmHeap = watchWasmMemory();
+const { values } = parseArgs({
+  options: {
+    impl: { type: "string", default: "bert-edge" },
+    backend: { type: "string", default: "wasm" },
+    models: { type: "string" },
+    batching: { type: "string", default: "on" },
+  },
+});
+const models = values.models!;
+
+async function bertEdge() {
+  const { createBackend } = await import("../src/runtimes/node-backends.ts");
+  const { ModelRegistry } = await import("../src/engine/registry.ts");
+  const { createApp } = await import("../src/http/app.ts");
+  const { openStorage } = await import("../src/storage/open.ts");
+  const backend = await createBackend(values.backend as "wasm" | "native");
+  const registry = new ModelRegistry(openStorage(models, process.env), backend, { queue: { batching: values.batching !== "off" } });
+  return createApp({ registry, cache: false });
+}
+
+async function xenova() {
+  // transformers.js 2.x picks onnxruntime-node whenever process.release.name is "node"; hiding it
+  // while the module loads selects its onnxruntime-web (1.14, WASM) build instead.
+  const release = process.release;
+  if (values.backend === "wasm") Object.defineProperty(process, "release", { value: { name: "bench" }, configurable: true });
+  const { pipeline, env } = await import("@xenova/transformers");
+  Object.defineProperty(process, "release", { value: release, configurable: true });
+  env.allowRemoteModels = false;
+  env.localModelPath = models.endsWith("/") ? models : `${models}/`;
+  env.backends.onnx.wasm.numThreads = 1; // as bert-edge's WASM backend (one thread, as in an edge isolate)
+  env.backends.onnx.wasm.proxy = false;
+  const pipelines = new Map<string, Promise<(text: string) => Promise<unknown>>>();
+  const app = new Hono();
+  app.post("/models/:id{.+}", async (c) => {
+    const id = c.req.param("id");
+    let p = pipelines.get(id);
+    if (!p) pipelines.set(id, (p = pipeline("text-classification", id, { quantized: true }) as never));
+    const { inputs } = (await c.req.json()) as { inputs: string };
+    return c.json(await (await p)(inputs));
+  });
+  return app;
+}
+
+const inner = values.impl === "xenova" ? await xenova() : await bertEdge();
+const app = new Hono();
+app.get("/__bench", (c) => c.json({ wasmHeap: wasmHeap() }));
+app.get("/health", (c) => c.json({ status: "ok" }));
+app.all("*", (c) => inner.fetch(c.req.raw));
+const server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" });
+server.once("listening", () => {
+  const address = server.address();
+  console.log(`LISTENING ${typeof address === "object" && address ? address.port : 0}`);
+});
