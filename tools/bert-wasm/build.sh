@@ -21,7 +21,7 @@ CFLAGS=(--target=wasm32-unknown-unknown -O3 -ffreestanding -nostdlib -fno-builti
   -fno-ident -fno-unwind-tables -fno-asynchronous-unwind-tables -ffile-prefix-map="$PWD"=.
   -std=c11 -Wall -Wextra -Werror -Wno-unused-function -msimd128 -mbulk-memory -mnontrapping-fptoint
   -msign-ext -mmutable-globals)
-EXPORTS=(activate embed layernorm quantize_rows gemm_q8 linear_f32 attention)
+EXPORTS=(activate embed layernorm quantize_rows gemm_q8 linear_f32 attention attention_scratch)
 LDFLAGS=(--no-entry --strip-all --gc-sections --stack-first -z stack-size=65536 --export=__heap_base
   --export-memory --initial-memory=1048576 --max-memory=4294967296)
 for e in "${EXPORTS[@]}"; do LDFLAGS+=(--export="$e"); done

@@ -34,9 +34,10 @@ export interface KernelExports {
   embed(ids: number, types: number, rows: number, seq: number, h: number, hp: number, word: number, wordScale: number, pos: number, posScale: number, type: number, typeScale: number, out: number): void;
   layernorm(x: number, rows: number, h: number, gamma: number, beta: number, eps: number): void;
   quantize_rows(x: number, rows: number, k: number, xstride: number, q: number, kp: number, scales: number, zps: number): void;
-  gemm_q8(a: number, ascale: number, azp: number, m: number, kp: number, w: number, wscale: number, wsum: number, bias: number, n: number, out: number, ostride: number, res: number): void;
+  gemm_q8(a: number, ascale: number, azp: number, m: number, kp: number, w: number, wscale: number, wsum: number, bias: number, n: number, out: number, ostride: number, res: number, act: number): void;
   linear_f32(x: number, m: number, k: number, xstride: number, w: number, bias: number, n: number, out: number, ostride: number, act: number): void;
   attention(qkv: number, s: number, h: number, heads: number, mask: number, ctx: number, scratch: number): void;
+  attention_scratch(s: number, h: number, heads: number): number;
 }
 
 const ACT = { none: 0, gelu: 1, tanh: 2, relu: 3 } as const;
@@ -88,7 +89,7 @@ export function selfTest(x: KernelExports): string | null {
     for (let k = 0; k < K; k++) s += w[n * K + k];
     wsum[n] = s;
   }
-  x.gemm_q8(aP, asP, zP, M, K, wP, wsP, sumP, bP, N, oP, N, 0);
+  x.gemm_q8(aP, asP, zP, M, K, wP, wsP, sumP, bP, N, oP, N, 0, 0);
   const out = new Float32Array(x.memory.buffer, oP, M * N);
   for (let m = 0; m < M; m++) {
     for (let n = 0; n < N; n++) {
@@ -219,7 +220,7 @@ export class BertWasmSession implements Session {
     };
     const ids = take(T * 4), types = take(T * 4), mask = take(T * 4);
     const hid = take(T * H * F32), qkv = take(T * 3 * H * F32), ctx = take(T * H * F32), ffn = take(T * I * F32);
-    const q8 = take(T * Kmax), ascale = take(T * F32), azp = take(T * 4), scores = take((seq * (H / m.heads + 1) + 8) * F32);
+    const q8 = take(T * Kmax), ascale = take(T * F32), azp = take(T * 4), scores = take(this.x.attention_scratch(seq, H, m.heads));
     const pooled = take(seqs * H * F32), pooled2 = take(seqs * H * F32);
     const headOut = take(mlm ? T * m.vocab * F32 : T * Math.max(H, 2, head.kind === "token" ? head.classifier.n : 0) * F32);
     this.ensure(at);
@@ -240,9 +241,9 @@ export class BertWasmSession implements Session {
       e.tokenType ? this.p(e.tokenType.weight) : 0, e.tokenType ? this.p(e.tokenType.scale) : 0, hid);
     this.norm(hid, T, H, e.norm);
 
-    const gemm = (input: number, rows: number, k: number, l: Q8Linear, out: number, residual = 0) => {
+    const gemm = (input: number, rows: number, k: number, l: Q8Linear, out: number, residual = 0, act = 0) => {
       x.quantize_rows(input, rows, k, k, q8, l.kp, ascale, azp);
-      x.gemm_q8(q8, ascale, azp, rows, l.kp, this.p(l.weight), this.p(l.scale), this.p(l.wsum), this.p(l.bias), l.n, out, l.n, residual);
+      x.gemm_q8(q8, ascale, azp, rows, l.kp, this.p(l.weight), this.p(l.scale), this.p(l.wsum), this.p(l.bias), l.n, out, l.n, residual, act);
     };
     for (const layer of m.encoder) {
       gemm(hid, T, H, layer.qkv, qkv);
@@ -251,8 +252,7 @@ export class BertWasmSession implements Session {
       }
       gemm(ctx, T, H, layer.attnOut, hid, hid);
       this.norm(hid, T, H, layer.attnNorm);
-      gemm(hid, T, H, layer.ffnIn, ffn);
-      x.activate(ffn, T * I, ACT[m.activation]);
+      gemm(hid, T, H, layer.ffnIn, ffn, 0, ACT[m.activation]); // GELU / ReLU fused into the epilogue
       gemm(ffn, T, I, layer.ffnOut, hid, hid);
       this.norm(hid, T, H, layer.ffnNorm);
     }
@@ -293,11 +293,10 @@ export class BertWasmSession implements Session {
         break;
       }
       case "mlm": {
-        gemm(hid, T, H, head.transform, ctx);
-        x.activate(ctx, T * H, ACT[head.transformActivation]);
+        gemm(hid, T, H, head.transform, ctx, 0, ACT[head.transformActivation]);
         this.norm(ctx, T, H, head.transformNorm);
         x.quantize_rows(ctx, T, H, H, q8, e.word.kp, ascale, azp);
-        x.gemm_q8(q8, ascale, azp, T, e.word.kp, this.p(e.word.weight), this.p(e.word.scale), this.p(e.word.wsum), this.p(head.decoderBias), m.vocab, headOut, m.vocab, 0);
+        x.gemm_q8(q8, ascale, azp, T, e.word.kp, this.p(e.word.weight), this.p(e.word.scale), this.p(e.word.wsum), this.p(head.decoderBias), m.vocab, headOut, m.vocab, 0, 0);
         outputs.logits = { data: read(headOut, T * m.vocab), dims: [...lead, seq, m.vocab] };
         break;
       }

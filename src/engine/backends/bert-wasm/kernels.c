@@ -10,7 +10,7 @@
  *   weights     w: int8  [N][kp], -127..127, per-output-channel scale ws[n]; wsum[n] = sum_k w[n][k]
  *   out[m][n] = (sum_k w[n][k] * a[m][k] - z[m] * wsum[n]) * s[m] * ws[n] + bias[n] (+ res[m][n])
  * The relaxed build computes the integer dot with i16x8.relaxed_dot_i8x16_i7x16_s (second operand
- * 0..127) followed by i32x4.dot_i16x8_s against a ones vector; the SIMD128 build sign/zero-extends
+ * 0..127) followed by i32x4.extadd_pairwise_i16x8_s; the SIMD128 build sign/zero-extends
  * and uses i32x4.dot_i16x8_s twice. Integer sums are exact, so the two agree bit for bit.
  */
 #include <stdint.h>
@@ -60,6 +60,22 @@ INLINE v128_t exp_f32x4(v128_t x) {
   p = wasm_f32x4_add(wasm_f32x4_mul(p, r), wasm_f32x4_splat(5.0000001201E-1f));
   p = wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_mul(p, r), r), wasm_f32x4_add(r, wasm_f32x4_splat(1.0f)));
   v128_t pow2n = wasm_i32x4_shl(wasm_i32x4_add(ni, wasm_i32x4_splat(127)), 23);
+  return wasm_f32x4_mul(p, pow2n);
+}
+
+/* 2^x for x <= 0 (softmax): x = n + f, |f| <= 1/2, degree-5 Taylor of 2^f (relative error < 3e-6,
+   far below the 15-bit probabilities it feeds); 2^x underflows to ~1e-38 below -126. */
+INLINE v128_t exp2_neg_f32x4(v128_t x) {
+  x = wasm_f32x4_pmax(wasm_f32x4_splat(-126.0f), x);
+  v128_t t = wasm_f32x4_add(x, wasm_f32x4_splat(ROUND_MAGIC));
+  v128_t f = wasm_f32x4_sub(x, wasm_f32x4_sub(t, wasm_f32x4_splat(ROUND_MAGIC)));
+  v128_t p = wasm_f32x4_splat(1.3333558e-3f);
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), wasm_f32x4_splat(9.6181291e-3f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), wasm_f32x4_splat(5.5504109e-2f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), wasm_f32x4_splat(2.4022651e-1f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), wasm_f32x4_splat(6.9314718e-1f));
+  p = wasm_f32x4_add(wasm_f32x4_mul(p, f), wasm_f32x4_splat(1.0f));
+  v128_t pow2n = wasm_i32x4_shl(wasm_i32x4_add(wasm_i32x4_sub(t, wasm_i32x4_splat(ROUND_MAGIC_BITS)), wasm_i32x4_splat(127)), 23);
   return wasm_f32x4_mul(p, pow2n);
 }
 
@@ -239,7 +255,7 @@ void quantize_rows(const float* x, int rows, int k, int xstride, uint8_t* q, int
 INLINE v128_t dot16(v128_t w, v128_t a, v128_t acc) {
 #ifdef BERT_RELAXED
   v128_t p = wasm_i16x8_relaxed_dot_i8x16_i7x16(w, a);
-  return wasm_i32x4_add(acc, wasm_i32x4_dot_i16x8(p, wasm_i16x8_splat(1)));
+  return wasm_i32x4_add(acc, wasm_i32x4_extadd_pairwise_i16x8(p));
 #else
   v128_t lo = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_low_i8x16(w), wasm_u16x8_extend_low_u8x16(a));
   v128_t hi = wasm_i32x4_dot_i16x8(wasm_i16x8_extend_high_i8x16(w), wasm_u16x8_extend_high_u8x16(a));
@@ -247,68 +263,79 @@ INLINE v128_t dot16(v128_t w, v128_t a, v128_t acc) {
 #endif
 }
 
-#define MR 3
-#define NR 3
-
-INLINE void tile(const int mr, const int nr, const uint8_t* a, const int8_t* w, int kp, int32_t* out) {
-  v128_t acc[MR][NR];
-  for (int i = 0; i < mr; i++)
-    for (int j = 0; j < nr; j++) acc[i][j] = wasm_i32x4_splat(0);
-  for (int k = 0; k < kp; k += 16) {
-    v128_t av[MR], wv[NR];
-    for (int i = 0; i < mr; i++) av[i] = wasm_v128_load(a + (long)i * kp + k);
-    for (int j = 0; j < nr; j++) wv[j] = wasm_v128_load(w + (long)j * kp + k);
-    for (int i = 0; i < mr; i++)
-      for (int j = 0; j < nr; j++) acc[i][j] = dot16(wv[j], av[i], acc[i][j]);
-  }
-  for (int i = 0; i < mr; i++)
-    for (int j = 0; j < nr; j++) out[i * NR + j] = hsum_i32(acc[i][j]);
+/* [a0, a1, a2, a3] -> [sum a0, sum a1, sum a2, sum a3] */
+INLINE v128_t reduce4_i32(v128_t a0, v128_t a1, v128_t a2, v128_t a3) {
+  v128_t s01 = wasm_i32x4_add(wasm_i32x4_shuffle(a0, a1, 0, 2, 4, 6), wasm_i32x4_shuffle(a0, a1, 1, 3, 5, 7));
+  v128_t s23 = wasm_i32x4_add(wasm_i32x4_shuffle(a2, a3, 0, 2, 4, 6), wasm_i32x4_shuffle(a2, a3, 1, 3, 5, 7));
+  return wasm_i32x4_add(wasm_i32x4_shuffle(s01, s23, 0, 2, 4, 6), wasm_i32x4_shuffle(s01, s23, 1, 3, 5, 7));
 }
 
 #define MBLOCK 64
 
+/* Integer dots of 2 rows of a (u7, stride kp) with 4 rows of w (i8, stride kp):
+   r0[j] = sum_k w[j][k] a[0][k], r1[j] = sum_k w[j][k] a[1][k]. */
+INLINE void mm8_2x4(const uint8_t* a0p, const uint8_t* a1p, const int8_t* w, int kp, v128_t* r0, v128_t* r1) {
+  v128_t c00 = wasm_i32x4_splat(0), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+  for (int k = 0; k < kp; k += 16) {
+    v128_t a0 = wasm_v128_load(a0p + k), a1 = wasm_v128_load(a1p + k);
+    v128_t w0 = wasm_v128_load(w + k);
+    c00 = dot16(w0, a0, c00);
+    c10 = dot16(w0, a1, c10);
+    v128_t w1 = wasm_v128_load(w + kp + k);
+    c01 = dot16(w1, a0, c01);
+    c11 = dot16(w1, a1, c11);
+    v128_t w2 = wasm_v128_load(w + 2 * kp + k);
+    c02 = dot16(w2, a0, c02);
+    c12 = dot16(w2, a1, c12);
+    v128_t w3 = wasm_v128_load(w + 3 * kp + k);
+    c03 = dot16(w3, a0, c03);
+    c13 = dot16(w3, a1, c13);
+  }
+  *r0 = reduce4_i32(c00, c01, c02, c03);
+  *r1 = reduce4_i32(c10, c11, c12, c13);
+}
+
+/**
+ * out[m][n] = act((sum_k w[n][k] a[m][k] - azp[m] wsum[n]) ascale[m] wscale[n] + bias[n] (+ res[m][n])).
+ * 2 rows x 4 columns per tile with a vector epilogue (activation fused); columns beyond a multiple of 4
+ * by 1-column tiles. res may alias out (read before written).
+ */
 EXPORT(gemm_q8)
 void gemm_q8(const uint8_t* a, const float* ascale, const int32_t* azp, int m, int kp, const int8_t* w, const float* wscale,
-             const int32_t* wsum, const float* bias, int n, float* out, int ostride, const float* res) {
-  int32_t sums[MR * NR];
+             const int32_t* wsum, const float* bias, int n, float* out, int ostride, const float* res, int act) {
+  const int n4 = n & ~3;
   for (int m0 = 0; m0 < m; m0 += MBLOCK) {
     int m1 = m0 + MBLOCK < m ? m0 + MBLOCK : m;
-    for (int j0 = 0; j0 < n; j0 += NR) {
-      int nr = n - j0 < NR ? n - j0 : NR;
-      const int8_t* wj = w + (long)j0 * kp;
-      for (int i0 = m0; i0 < m1; i0 += MR) {
-        int mr = m1 - i0 < MR ? m1 - i0 : MR;
-        const uint8_t* ai = a + (long)i0 * kp;
-        if (nr == 3) {
-          switch (mr) {
-            case 3: tile(3, 3, ai, wj, kp, sums); break;
-            case 2: tile(2, 3, ai, wj, kp, sums); break;
-            default: tile(1, 3, ai, wj, kp, sums); break;
-          }
-        } else if (nr == 2) {
-          switch (mr) {
-            case 3: tile(3, 2, ai, wj, kp, sums); break;
-            case 2: tile(2, 2, ai, wj, kp, sums); break;
-            default: tile(1, 2, ai, wj, kp, sums); break;
-          }
-        } else {
-          switch (mr) {
-            case 3: tile(3, 1, ai, wj, kp, sums); break;
-            case 2: tile(2, 1, ai, wj, kp, sums); break;
-            default: tile(1, 1, ai, wj, kp, sums); break;
-          }
+    for (int j = 0; j < n4; j += 4) {
+      const int8_t* wj = w + (long)j * kp;
+      v128_t ws = wasm_v128_load(wscale + j), wsm = wasm_v128_load(wsum + j), b = wasm_v128_load(bias + j);
+      for (int i = m0; i < m1; i += 2) {
+        const int two = i + 1 < m1;
+        const uint8_t* a0 = a + (long)i * kp;
+        v128_t r0, r1;
+        mm8_2x4(a0, two ? a0 + kp : a0, wj, kp, &r0, &r1);
+        float* o0 = out + (long)i * ostride + j;
+        v128_t v0 = wasm_i32x4_sub(r0, wasm_i32x4_mul(wasm_i32x4_splat(azp[i]), wsm));
+        v128_t y0 = wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(v0), wasm_f32x4_mul(wasm_f32x4_splat(ascale[i]), ws)), b);
+        if (res) y0 = wasm_f32x4_add(y0, wasm_v128_load(res + (long)i * ostride + j));
+        wasm_v128_store(o0, act_f32x4(y0, act));
+        if (two) {
+          v128_t v1 = wasm_i32x4_sub(r1, wasm_i32x4_mul(wasm_i32x4_splat(azp[i + 1]), wsm));
+          v128_t y1 = wasm_f32x4_add(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(v1), wasm_f32x4_mul(wasm_f32x4_splat(ascale[i + 1]), ws)), b);
+          if (res) y1 = wasm_f32x4_add(y1, wasm_v128_load(res + (long)(i + 1) * ostride + j));
+          wasm_v128_store(o0 + ostride, act_f32x4(y1, act));
         }
-        for (int i = 0; i < mr; i++) {
-          float sa = ascale[i0 + i];
-          int32_t za = azp[i0 + i];
-          float* o = out + (long)(i0 + i) * ostride + j0;
-          const float* rr = res ? res + (long)(i0 + i) * ostride + j0 : 0;
-          for (int j = 0; j < nr; j++) {
-            float v = (float)(sums[i * NR + j] - za * wsum[j0 + j]) * (sa * wscale[j0 + j]) + bias[j0 + j];
-            if (rr) v += rr[j];
-            o[j] = v;
-          }
-        }
+      }
+    }
+    for (int j = n4; j < n; j++) {
+      const int8_t* wj = w + (long)j * kp;
+      for (int i = m0; i < m1; i++) {
+        const uint8_t* ai = a + (long)i * kp;
+        v128_t acc = wasm_i32x4_splat(0);
+        for (int k = 0; k < kp; k += 16) acc = dot16(wasm_v128_load(wj + k), wasm_v128_load(ai + k), acc);
+        float v = (float)(hsum_i32(acc) - azp[i] * wsum[j]) * (ascale[i] * wscale[j]) + bias[j];
+        if (res) v += res[(long)i * ostride + j];
+        out[(long)i * ostride + j] = act_f32(v, act);
       }
     }
   }
@@ -338,96 +365,240 @@ void linear_f32(const float* x, int m, int k, int xstride, const float* w, const
   }
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* int8 attention                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Integer dots of 2 rows of a (i16, stride lda) with 4 rows of w (i16, stride ldw) over kp (multiple
+ * of 8): r0[j] = sum_k a[0][k] w[j][k], r1[j] = sum_k a[1][k] w[j][k]. */
+INLINE void mm16_2x4(const int16_t* a, int lda, const int16_t* w, int ldw, int kp, v128_t* r0, v128_t* r1) {
+  v128_t c00 = wasm_i32x4_splat(0), c01 = c00, c02 = c00, c03 = c00, c10 = c00, c11 = c00, c12 = c00, c13 = c00;
+  for (int k = 0; k < kp; k += 8) {
+    v128_t a0 = wasm_v128_load(a + k), a1 = wasm_v128_load(a + lda + k);
+    v128_t w0 = wasm_v128_load(w + k);
+    c00 = wasm_i32x4_add(c00, wasm_i32x4_dot_i16x8(w0, a0));
+    c10 = wasm_i32x4_add(c10, wasm_i32x4_dot_i16x8(w0, a1));
+    v128_t w1 = wasm_v128_load(w + ldw + k);
+    c01 = wasm_i32x4_add(c01, wasm_i32x4_dot_i16x8(w1, a0));
+    c11 = wasm_i32x4_add(c11, wasm_i32x4_dot_i16x8(w1, a1));
+    v128_t w2 = wasm_v128_load(w + 2 * ldw + k);
+    c02 = wasm_i32x4_add(c02, wasm_i32x4_dot_i16x8(w2, a0));
+    c12 = wasm_i32x4_add(c12, wasm_i32x4_dot_i16x8(w2, a1));
+    v128_t w3 = wasm_v128_load(w + 3 * ldw + k);
+    c03 = wasm_i32x4_add(c03, wasm_i32x4_dot_i16x8(w3, a0));
+    c13 = wasm_i32x4_add(c13, wasm_i32x4_dot_i16x8(w3, a1));
+  }
+  *r0 = reduce4_i32(c00, c01, c02, c03);
+  *r1 = reduce4_i32(c10, c11, c12, c13);
+}
+
+/* Symmetric 16-bit: q = round(x / s), s = max|x| / qmax, n values (stride xstride) into np (zero padded). */
+INLINE float quantize_i16(const float* x, int xstride, int n, int np, int16_t* q, float qmax) {
+  if (xstride == 1 && (n & 7) == 0) {
+    v128_t vmx = wasm_f32x4_splat(0.0f);
+    for (int i = 0; i < n; i += 4) vmx = wasm_f32x4_pmax(vmx, wasm_f32x4_abs(wasm_v128_load(x + i)));
+    float mx = hmax_f32(vmx);
+    v128_t inv = wasm_f32x4_splat(mx > 0.0f ? qmax / mx : 0.0f), magic = wasm_f32x4_splat(ROUND_MAGIC), bits = wasm_i32x4_splat(ROUND_MAGIC_BITS);
+    for (int i = 0; i < n; i += 8) {
+      v128_t a = wasm_i32x4_sub(wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(x + i), inv), magic), bits);
+      v128_t b = wasm_i32x4_sub(wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(x + i + 4), inv), magic), bits);
+      wasm_v128_store(q + i, wasm_i16x8_narrow_i32x4(a, b));
+    }
+    for (int i = n; i < np; i++) q[i] = 0;
+    return mx / qmax;
+  }
+  float mx = 0.0f;
+  for (int i = 0; i < n; i++) {
+    float a = __builtin_fabsf(x[(long)i * xstride]);
+    mx = a > mx ? a : mx;
+  }
+  float inv = mx > 0.0f ? qmax / mx : 0.0f;
+  for (int i = 0; i < n; i++) q[i] = (int16_t)(__builtin_bit_cast(int32_t, x[(long)i * xstride] * inv + ROUND_MAGIC) - ROUND_MAGIC_BITS);
+  for (int i = n; i < np; i++) q[i] = 0;
+  return mx / qmax;
+}
+
+#define QBLOCK 48 /* query rows per block (even) */
+#define VMAX 4095.0f   /* V: 13 bits */
+#define PMAX 32767.0f  /* probabilities: up to 15 bits, and sum_j p_j <= PSUM so that sum_j p_j v_j fits in i32 */
+#define PSUM 524000.0f
+
+INLINE int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+/** Scratch bytes that attention() needs for s tokens. */
+EXPORT(attention_scratch)
+int attention_scratch(int s, int h, int heads) {
+  int hd = h / heads, hd8 = round_up(hd, 8), hd4 = round_up(hd, 4), s2 = round_up(s, 2), s4 = round_up(s, 4), sp = round_up(s, 8);
+  return 2 * s2 * hd8 + 2 * s4 * hd8 + 4 * (s2 + s4) + 2 * hd4 * sp + 4 * 2 * hd4 + 4 * QBLOCK * sp + 2 * QBLOCK * sp + 4 * (2 * QBLOCK + sp + 4) + 256;
+}
+
 /**
- * Self-attention for one sequence of s tokens. qkv: [s][3h] (q | k | v), mask: [s] (0 = padding key),
- * ctx: [s][h]. scratch: s * (h / heads + 1) + 4 floats. Masked keys get probability exactly 0 (HF
- * adds finfo.min); a query with every key masked attends uniformly to all keys, as HF's softmax does
- * then. Every sum runs in key order, so padding a sequence does not change its bits.
+ * Self-attention for one sequence of s tokens, on 16-bit integer dot products (i32x4.dot_i16x8_s:
+ * twice the multiply rate of f32 SIMD, the same in both builds). qkv: [s][3h] (q | k | v), mask: [s]
+ * (0 = padding key), ctx: [s][h], scratch: attention_scratch(s, h, heads) bytes, 16-byte aligned.
+ * Per head: Q and K per row (13 to 14 bits), V per channel (over the keys that can be attended to, 13
+ * bits) symmetric;
+ * scores f32 (1/sqrt(d) folded into Q's scale), softmax f32; the unnormalised probabilities
+ * e = exp(x - max) in [0, 1] quantized as round(c e), c = min(32767, 524000 / sum e) (so PV fits
+ * in i32), PV on the integer dot, divided by the sum of the quantized numerators. Masked keys get probability exactly 0 (HF adds finfo.min); a query with
+ * every key masked attends uniformly to all keys, as HF's softmax does then. Nothing depends on the
+ * padded length: padded keys add exact zeros, so padding a sequence does not change its bits.
  */
 EXPORT(attention)
-void attention(const float* qkv, int s, int h, int heads, const int32_t* mask, float* ctx, float* scratch) {
-  int hd = h / heads;
-  int stride = 3 * h;
-  float scale = 1.0f / __builtin_sqrtf((float)hd);
+void attention(const float* qkv, int s, int h, int heads, const int32_t* mask, float* ctx, uint8_t* scratch) {
+  const int hd = h / heads, hd8 = round_up(hd, 8), hd4 = round_up(hd, 4), s2 = round_up(s, 2), s4 = round_up(s, 4), sp = round_up(s, 8);
+  const int stride = 3 * h;
+  int16_t* qq = (int16_t*)scratch;
+  int16_t* kq = qq + s2 * hd8;
+  float* qs = (float*)(kq + s4 * hd8);
+  float* ks = qs + s2;
+  int16_t* vt = (int16_t*)(ks + s4);
+  float* vs = (float*)(vt + hd4 * sp);
+  float* vinv = vs + hd4;
+  float* scores = vinv + hd4;
+  int16_t* pq = (int16_t*)(scores + QBLOCK * sp);
+  float* pscale = (float*)(pq + QBLOCK * sp);
+  float* rowmax = pscale + QBLOCK;
+  int32_t* keep = (int32_t*)(rowmax + QBLOCK);
+  /* scores are kept in base 2: 1/sqrt(d) * log2(e) is folded into Q's scale, softmax uses 2^x */
+  const float scale = 1.4426950408889634f / __builtin_sqrtf((float)hd);
+  /* Q, K: as many bits as keep sum_d q_d k_d in i32: qkmax^2 * hd8 < 2^31 */
+  float qkmax = __builtin_floorf(46340.0f / __builtin_sqrtf((float)hd8));
+  qkmax = qkmax > 16383.0f ? 16383.0f : qkmax;
   int any = 0;
   for (int j = 0; j < s; j++) any |= mask[j] != 0;
-  float* scores = scratch;
-  float* kt = scratch + ((s + 3) & ~3); /* K^T of one head: [hd][s] */
+#define KEEP(j) (!any || mask[j])
+  for (int j = 0; j < sp; j++) keep[j] = j < s && KEEP(j) ? -1 : 0;
   for (int hh = 0; hh < heads; hh++) {
     const float* q0 = qkv + hh * hd;
     const float* k0 = qkv + h + hh * hd;
     const float* v0 = qkv + 2 * h + hh * hd;
-    for (int j = 0; j < s; j++)
-      for (int d = 0; d < hd; d++) kt[(long)d * s + j] = k0[(long)j * stride + d];
-    for (int i = 0; i < s; i++) {
-      const float* qi = q0 + (long)i * stride;
-      /* scores = q K^T, 16 keys at a time, summed over d in order */
-      int j = 0;
-      for (; j + 16 <= s; j += 16) {
-        v128_t a0 = wasm_f32x4_splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
-        for (int d = 0; d < hd; d++) {
-          v128_t q = wasm_f32x4_splat(qi[d]);
-          const float* kr = kt + (long)d * s + j;
-          a0 = wasm_f32x4_add(a0, wasm_f32x4_mul(q, wasm_v128_load(kr)));
-          a1 = wasm_f32x4_add(a1, wasm_f32x4_mul(q, wasm_v128_load(kr + 4)));
-          a2 = wasm_f32x4_add(a2, wasm_f32x4_mul(q, wasm_v128_load(kr + 8)));
-          a3 = wasm_f32x4_add(a3, wasm_f32x4_mul(q, wasm_v128_load(kr + 12)));
+    for (int i = 0; i < s2; i++) {
+      if (i < s) qs[i] = quantize_i16(q0 + (long)i * stride, 1, hd, hd8, qq + (long)i * hd8, qkmax) * scale;
+      else {
+        for (int d = 0; d < hd8; d++) qq[(long)i * hd8 + d] = 0;
+        qs[i] = 0.0f;
+      }
+    }
+    for (int j = 0; j < s4; j++) {
+      if (j < s) ks[j] = quantize_i16(k0 + (long)j * stride, 1, hd, hd8, kq + (long)j * hd8, qkmax);
+      else {
+        for (int d = 0; d < hd8; d++) kq[(long)j * hd8 + d] = 0;
+        ks[j] = 0.0f;
+      }
+    }
+    /* V^T per channel over the keys that can be attended to; other keys zero */
+    for (int d = 0; d < hd4; d++) vinv[d] = 0.0f;
+    for (int j = 0; j < s; j++) {
+      if (!KEEP(j)) continue;
+      const float* vj = v0 + (long)j * stride;
+      for (int d = 0; d < hd; d++) {
+        float a = __builtin_fabsf(vj[d]);
+        vinv[d] = a > vinv[d] ? a : vinv[d];
+      }
+    }
+    for (int d = 0; d < hd4; d++) {
+      float m = vinv[d];
+      vs[d] = m / VMAX;
+      vinv[d] = m > 0.0f ? VMAX / m : 0.0f;
+    }
+    for (int d = hd; d < hd4; d++)
+      for (int j = 0; j < sp; j++) vt[(long)d * sp + j] = 0;
+    for (int j = 0; j < sp; j++) {
+      if (j >= s || !KEEP(j)) {
+        for (int d = 0; d < hd; d++) vt[(long)d * sp + j] = 0;
+        continue;
+      }
+      const float* vj = v0 + (long)j * stride;
+      for (int d = 0; d < hd; d++) vt[(long)d * sp + j] = (int16_t)(__builtin_bit_cast(int32_t, vj[d] * vinv[d] + ROUND_MAGIC) - ROUND_MAGIC_BITS);
+    }
+    for (int i0 = 0; i0 < s; i0 += QBLOCK) {
+      const int rows = s - i0 < QBLOCK ? s - i0 : QBLOCK;
+      const int rows2 = round_up(rows, 2);
+      /* scores = Q K^T (scaled, base 2), 2 queries x 4 keys at a time; masked keys -3e38; row maxima */
+      const v128_t neg = wasm_f32x4_splat(-3.0e38f);
+      for (int i = 0; i < rows2; i += 2) {
+        const int16_t* a = qq + (long)(i0 + i) * hd8;
+        v128_t sa0 = wasm_f32x4_splat(qs[i0 + i]), sa1 = wasm_f32x4_splat(qs[i0 + i + 1]);
+        float* o0 = scores + (long)i * sp;
+        float* o1 = o0 + sp;
+        v128_t m0 = neg, m1 = neg;
+        for (int j = 0; j < s4; j += 4) {
+          v128_t r0, r1;
+          mm16_2x4(a, hd8, kq + (long)j * hd8, hd8, hd8, &r0, &r1);
+          v128_t kscale = wasm_v128_load(ks + j), kv = wasm_v128_load(keep + j);
+          v128_t x0 = wasm_v128_bitselect(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(r0), wasm_f32x4_mul(sa0, kscale)), neg, kv);
+          v128_t x1 = wasm_v128_bitselect(wasm_f32x4_mul(wasm_f32x4_convert_i32x4(r1), wasm_f32x4_mul(sa1, kscale)), neg, kv);
+          if (!any) x0 = x1 = wasm_f32x4_splat(0.0f); /* every key masked: uniform, as HF */
+          m0 = wasm_f32x4_pmax(m0, x0);
+          m1 = wasm_f32x4_pmax(m1, x1);
+          wasm_v128_store(o0 + j, x0);
+          wasm_v128_store(o1 + j, x1);
         }
-        v128_t vs = wasm_f32x4_splat(scale);
-        wasm_v128_store(scores + j, wasm_f32x4_mul(a0, vs));
-        wasm_v128_store(scores + j + 4, wasm_f32x4_mul(a1, vs));
-        wasm_v128_store(scores + j + 8, wasm_f32x4_mul(a2, vs));
-        wasm_v128_store(scores + j + 12, wasm_f32x4_mul(a3, vs));
+        for (int j = s4; j < sp; j++) o0[j] = o1[j] = -3.0e38f;
+        if (!any)
+          for (int j = s; j < s4; j++) o0[j] = o1[j] = -3.0e38f;
+        rowmax[i] = hmax_f32(m0);
+        rowmax[i + 1] = hmax_f32(m1);
       }
-      for (; j < s; j++) {
-        float acc = 0.0f;
-        for (int d = 0; d < hd; d++) acc += qi[d] * kt[(long)d * s + j];
-        scores[j] = acc * scale;
-      }
-      float mx = -3.0e38f;
-      for (j = 0; j < s; j++) {
-        float sc = !any ? 0.0f : mask[j] ? scores[j] : -3.0e38f;
-        scores[j] = sc;
-        mx = sc > mx ? sc : mx;
-      }
-      j = 0;
-      v128_t vm = wasm_f32x4_splat(mx);
-      for (; j + 4 <= s; j += 4) {
-        v128_t sc = wasm_v128_load(scores + j);
-        v128_t keep = wasm_f32x4_gt(sc, wasm_f32x4_splat(-1.0e38f));
-        wasm_v128_store(scores + j, wasm_v128_and(exp_f32x4(wasm_f32x4_sub(sc, vm)), keep));
-      }
-      for (; j < s; j++) {
-        float sc = scores[j];
-        scores[j] = sc > -1.0e38f ? wasm_f32x4_extract_lane(exp_f32x4(wasm_f32x4_splat(sc - mx)), 0) : 0.0f;
-      }
-      float sum = 0.0f;
-      for (j = 0; j < s; j++) sum += scores[j];
-      v128_t inv = wasm_f32x4_splat(1.0f / sum);
-      /* ctx_i = sum_j p_j v_j, keys in order, 8 vectors of the head dimension at a time */
-      float* ci = ctx + (long)i * h + hh * hd;
-      int d = 0;
-      for (; d + 32 <= hd; d += 32) {
-        v128_t acc[8];
-        for (int c = 0; c < 8; c++) acc[c] = wasm_f32x4_splat(0.0f);
-        for (int jj = 0; jj < s; jj++) {
-          v128_t pj = wasm_f32x4_splat(scores[jj]);
-          const float* vr = v0 + (long)jj * stride + d;
-          for (int c = 0; c < 8; c++) acc[c] = wasm_f32x4_add(acc[c], wasm_f32x4_mul(pj, wasm_v128_load(vr + 4 * c)));
+      /* softmax numerators e = 2^(x - max) in [0, 1] (zero for masked keys and beyond s), then
+         quantized as round(c e) with c = min(PMAX, PSUM / sum e) */
+      for (int i = 0; i < rows2; i++) {
+        float* sc = scores + (long)i * sp;
+        int16_t* p = pq + (long)i * sp;
+        if (i >= rows) {
+          for (int j = 0; j < sp; j++) p[j] = 0;
+          pscale[i] = 0.0f;
+          continue;
         }
-        for (int c = 0; c < 8; c++) wasm_v128_store(ci + d + 4 * c, wasm_f32x4_mul(acc[c], inv));
+        v128_t vm = wasm_f32x4_splat(rowmax[i]), esum = wasm_f32x4_splat(0.0f), floor = wasm_f32x4_splat(-1.0e38f);
+        for (int j = 0; j < sp; j += 4) {
+          v128_t x = wasm_v128_load(sc + j);
+          v128_t e = wasm_v128_and(exp2_neg_f32x4(wasm_f32x4_sub(x, vm)), wasm_f32x4_gt(x, floor));
+          esum = wasm_f32x4_add(esum, e);
+          wasm_v128_store(sc + j, e);
+        }
+        float c = PSUM / hsum_f32(esum);
+        c = c > PMAX ? PMAX : c;
+        v128_t vc = wasm_f32x4_splat(c), magic = wasm_f32x4_splat(ROUND_MAGIC), bits = wasm_i32x4_splat(ROUND_MAGIC_BITS);
+        v128_t sum = wasm_i32x4_splat(0);
+        for (int j = 0; j < sp; j += 8) {
+          v128_t q0 = wasm_i32x4_sub(wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(sc + j), vc), magic), bits);
+          v128_t q1 = wasm_i32x4_sub(wasm_f32x4_add(wasm_f32x4_mul(wasm_v128_load(sc + j + 4), vc), magic), bits);
+          sum = wasm_i32x4_add(sum, wasm_i32x4_add(q0, q1));
+          wasm_v128_store(p + j, wasm_i16x8_narrow_i32x4(q0, q1));
+        }
+        /* divide by the sum of the quantized numerators (an exact integer) */
+        pscale[i] = 1.0f / (float)hsum_i32(sum);
       }
-      for (; d + 4 <= hd; d += 4) {
-        v128_t acc = wasm_f32x4_splat(0.0f);
-        for (int jj = 0; jj < s; jj++)
-          acc = wasm_f32x4_add(acc, wasm_f32x4_mul(wasm_f32x4_splat(scores[jj]), wasm_v128_load(v0 + (long)jj * stride + d)));
-        wasm_v128_store(ci + d, wasm_f32x4_mul(acc, inv));
-      }
-      for (; d < hd; d++) {
-        float acc = 0.0f;
-        for (int jj = 0; jj < s; jj++) acc += scores[jj] * v0[(long)jj * stride + d];
-        ci[d] = acc * (1.0f / sum);
+      /* ctx = P V, 2 queries x 4 channels at a time */
+      for (int i = 0; i < rows2; i += 2) {
+        const int16_t* a = pq + (long)i * sp;
+        v128_t s0 = wasm_f32x4_splat(pscale[i]), s1 = wasm_f32x4_splat(pscale[i + 1]);
+        float* c0 = ctx + (long)(i0 + i) * h + hh * hd;
+        float* c1 = c0 + h;
+        const int two = i + 1 < rows;
+        for (int d = 0; d < hd4; d += 4) {
+          v128_t r0, r1;
+          mm16_2x4(a, sp, vt + (long)d * sp, sp, sp, &r0, &r1);
+          v128_t vsc = wasm_v128_load(vs + d);
+          v128_t o0 = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(r0), wasm_f32x4_mul(s0, vsc));
+          v128_t o1 = wasm_f32x4_mul(wasm_f32x4_convert_i32x4(r1), wasm_f32x4_mul(s1, vsc));
+          if (d + 4 <= hd) {
+            wasm_v128_store(c0 + d, o0);
+            if (two) wasm_v128_store(c1 + d, o1);
+          } else {
+            float t0[4], t1[4];
+            wasm_v128_store(t0, o0);
+            wasm_v128_store(t1, o1);
+            for (int c = 0; c < hd - d; c++) {
+              c0[d + c] = t0[c];
+              if (two) c1[d + c] = t1[c];
+            }
+          }
+        }
       }
     }
   }
+#undef KEEP
 }
