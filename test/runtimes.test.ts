@@ -1,6 +1,7 @@
 /**
  * The same requests get the same answers on workerd (wrangler dev, models in local R2), Deno, and
- * Node serving from a folder and from S3-compatible storage — all on onnxruntime-web, for every head.
+ * Node serving from a folder and from S3-compatible storage — all on onnxruntime-web, for every head;
+ * and bert-wasm on workerd (models packed with --bert-wasm in local R2) equal to bert-wasm on Node.
  */
 import assert from "node:assert/strict";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -8,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { after, before, describe, test } from "node:test";
 import S3rver from "s3rver";
+import { packModel } from "../src/cli/pack.ts";
 import { startServer } from "../src/runtimes/node.ts";
 import { S3Storage } from "../src/storage/s3.ts";
 import { assertDeepClose } from "./support/compare.ts";
@@ -38,6 +40,16 @@ function fixtureFiles(): { key: string; file: string }[] {
     .map((e) => {
       const file = join(e.parentPath ?? e.path, e.name);
       return { key: relative(FIXTURES_DIR, file), file };
+    });
+}
+
+/** Every file under a folder, as storage keys. */
+function filesUnder(dir: string): { key: string; file: string }[] {
+  return readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => {
+      const file = join(e.parentPath ?? e.path, e.name);
+      return { key: relative(dir, file), file };
     });
 }
 
@@ -131,5 +143,36 @@ describe("the same answers on workerd, Deno and Node", { timeout: 300_000 }, () 
       assertDeepClose(await res.json(), reference[0].body, 1e-9);
     }
     assert.equal(cache, "HIT");
+  });
+
+  test("bert-wasm on workerd (models packed with --bert-wasm, local R2) answers as bert-wasm on Node", async () => {
+    const packed = join(tmp, "packed");
+    const fixtures = readdirSync(FIXTURES_DIR, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name);
+    for (const name of fixtures) {
+      const { manifest } = await packModel(join(FIXTURES_DIR, name), packed, { id: name, bertWasm: true, verifyOn: ["wasm"] });
+      assert.equal(manifest.bert_wasm, "bert-wasm/model.bin");
+      assert.ok(manifest.files.some((f) => f.path === "bert-wasm/model.bin" && /^[0-9a-f]{64}$/.test(f.sha256)));
+    }
+    const node = await startServer({ models: packed, port: 0, backend: "bert-wasm" });
+    stops.push(node.close);
+    for (const m of node.models) assert.equal(m.file, "bert-wasm/model.bin", `${m.id} served from the bert-wasm file`);
+    const onNode = await answers(`http://127.0.0.1:${node.port}`);
+    for (const r of onNode) assert.equal(r.status, 200, `${r.path}: ${JSON.stringify(r.body)}`);
+
+    const state = join(tmp, "wrangler-state-bert-wasm");
+    const env = { WRANGLER_SEND_METRICS: "false", CI: "true", XDG_CONFIG_HOME: join(tmp, "xdg") };
+    const pairs = join(tmp, "r2-pairs-bert-wasm.json");
+    writeFileSync(pairs, JSON.stringify(filesUnder(packed)));
+    await runCommand("npx", ["wrangler", "r2", "bulk", "put", "bert-edge-models", "--filename", pairs, "--local", "--persist-to", state], env);
+    const port = await freePort();
+    const dev = await startProcess("npx", ["wrangler", "dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, "--var", "BACKEND:bert-wasm"], {
+      env,
+      url: `http://127.0.0.1:${port}/health`,
+      timeoutMs: 120_000,
+    });
+    stops.push(dev.stop);
+    const res = await fetch(`http://127.0.0.1:${port}/models`);
+    for (const m of (await res.json()) as { id: string; file: string }[]) assert.equal(m.file, "bert-wasm/model.bin", m.id);
+    assertDeepClose(await answers(`http://127.0.0.1:${port}`), onNode, 1e-5);
   });
 });

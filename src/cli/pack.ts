@@ -5,6 +5,7 @@
  *   <out>/<id>/<version>/config.json, tokenizer.json, tokenizer_config.json, [special_tokens_map.json, vocab.txt]
  *   <out>/<id>/<version>/onnx/model_quantized.onnx        graph only (a few hundred KB)
  *   <out>/<id>/<version>/onnx/model_quantized.onnx_data   every tensor ≥ 1 KiB, 64-byte aligned
+ *   <out>/<id>/<version>/bert-wasm/model.bin              with --bert-wasm: the int8 model packed for bert-wasm
  *   <out>/<id>/<version>/manifest.json                    sha256 + size of every file
  *   <out>/<id>/current.json                               {"version"}: the alias, written last
  *
@@ -22,6 +23,8 @@ import type { Manifest } from "../engine/manifest.ts";
 import { labelsOf, type ModelConfig, type TaskName, taskFromConfig } from "../engine/model.ts";
 import { BertTokenizer, UnsupportedTokenizerError } from "../engine/tokenizer.ts";
 import { type BackendName, createBackend } from "../runtimes/node-backends.ts";
+import { BertWasmUnsupportedError } from "../engine/backends/bert-wasm/format.ts";
+import { packBertWasm } from "../engine/backends/bert-wasm/pack.ts";
 import { DataType, decodeModel, encodeModel, EXTERNAL, loadExternalData, type Model, rawBytes } from "./onnx.ts";
 import { mib, quantizeGraph } from "./quantize.ts";
 
@@ -36,6 +39,11 @@ export interface PackOptions {
   fp32?: boolean;
   /** Backends that must load the packed graph and reproduce the unpacked outputs (default both). */
   verifyOn?: BackendName[];
+  /**
+   * Also write `bert-wasm/model.bin` (packBertWasm of the graph before externalization) and list it
+   * as the manifest's `bert_wasm`; it must load and run on the bert-wasm backend.
+   */
+  bertWasm?: boolean;
   /** Progress lines (default: none). */
   log?: (line: string) => void;
 }
@@ -66,6 +74,8 @@ const EXTERNAL_THRESHOLD = 1024;
 const ALIGN = 64;
 /** Same graph, same weights, same kernels: anything above float noise means the packing broke something. */
 const VERIFY_TOLERANCE = 1e-5;
+/** `--bert-wasm`: where the packed bert-wasm file goes in the version folder. */
+export const BERT_WASM_FILE = "bert-wasm/model.bin";
 
 export class PackError extends Error {
   override name = "PackError";
@@ -279,12 +289,43 @@ export async function packModel(srcDir: string, outDir: string, options: PackOpt
   }
   files.set(graphName, graph);
   files.set(dataName, data);
+  let bertWasm: Uint8Array | undefined;
+  if (options.bertWasm) {
+    try {
+      bertWasm = packBertWasm(unpacked);
+    } catch (err) {
+      if (err instanceof BertWasmUnsupportedError) throw new PackError(`${v.graphPath}: --bert-wasm: ${err.message}`);
+      throw err;
+    }
+    files.set(BERT_WASM_FILE, bertWasm);
+    log(`${BERT_WASM_FILE} ${mib(bertWasm.byteLength)}`);
+  }
   const listed = [...files].sort(([a], [b]) => (a < b ? -1 : 1)).map(([path, bytes]) => ({ path, sha256: sha256(bytes), bytes: bytes.byteLength }));
   const version = options.version ?? sha256(new TextEncoder().encode(listed.map((f) => `${f.sha256}  ${f.path}\n`).join(""))).slice(0, 12);
 
   const backends = await Promise.all((options.verifyOn ?? ["native", "wasm"]).map((name) => createBackend(name)));
   const verification = await verifyPacked(unpacked, graph, [{ path: basename(dataName), data }], sampleBatch(v.task, v.tokenizer), backends);
   log(`verified on ${verification.map((r) => `${r.backend} (max diff ${r.maxAbsDiff})`).join(", ")}`);
+  if (bertWasm) {
+    // Our own int8 kernels differ from onnxruntime's in the last digits (per-token activation
+    // scales): check that the file loads, runs and gives finite outputs of the graph's shapes.
+    const batch = sampleBatch(v.task, v.tokenizer);
+    const [own, ort] = await Promise.all([createBackend("bert-wasm"), createBackend("wasm")]);
+    const run = async (backend: Backend, bytes: Uint8Array, data?: ExternalData) => {
+      const session = await backend.createSession(bytes, data);
+      try {
+        return await session.run(batch);
+      } finally {
+        await session.release();
+      }
+    };
+    const a = await run(own, bertWasm);
+    const b = await run(ort, unpacked);
+    const diff = maxAbsDiff(b, a);
+    if (!Number.isFinite(diff)) throw new PackError(`${BERT_WASM_FILE} gives non-finite outputs`);
+    verification.push({ backend: "bert-wasm", maxAbsDiff: diff });
+    log(`${BERT_WASM_FILE} runs on bert-wasm (max diff to onnxruntime-web int8 ${diff.toFixed(4)})`);
+  }
 
   const manifest: PackedManifest = {
     id,
@@ -295,6 +336,7 @@ export async function packModel(srcDir: string, outDir: string, options: PackOpt
     quantization: quantized ? "int8-dynamic" : "none",
     graph: graphName,
     external_data: [dataName],
+    ...(bertWasm ? { bert_wasm: BERT_WASM_FILE } : {}),
     files: listed,
     created: new Date().toISOString(),
   };
@@ -324,7 +366,7 @@ export async function packModel(srcDir: string, outDir: string, options: PackOpt
   return { dir, manifest, verification };
 }
 
-const USAGE = "usage: bert-edge pack <export-dir> --out <dir> [--id org/name] [--version V] [--fp32]";
+const USAGE = "usage: bert-edge pack <export-dir> --out <dir> [--id org/name] [--version V] [--fp32] [--bert-wasm]";
 
 export async function packCommand(argv: string[]): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -335,6 +377,7 @@ export async function packCommand(argv: string[]): Promise<void> {
       id: { type: "string" },
       version: { type: "string" },
       fp32: { type: "boolean", default: false },
+      "bert-wasm": { type: "boolean", default: false },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -344,7 +387,7 @@ export async function packCommand(argv: string[]): Promise<void> {
   }
   if (positionals.length !== 1 || !values.out) throw new Error(USAGE);
   const log = (line: string) => console.error(`bert-edge: ${line}`);
-  const { dir, manifest } = await packModel(positionals[0], values.out, { id: values.id, version: values.version, fp32: values.fp32, log });
+  const { dir, manifest } = await packModel(positionals[0], values.out, { id: values.id, version: values.version, fp32: values.fp32, bertWasm: values["bert-wasm"], log });
   const total = manifest.files.reduce((s, f) => s + f.bytes, 0);
   log(`packed ${manifest.id}@${manifest.version} (${manifest.task}, ${manifest.quantization}, ${mib(total)}) in ${dir}; current.json → ${manifest.version}`);
 }

@@ -16,6 +16,11 @@ export interface Manifest {
   graph: string;
   /** External-data files the graph refers to, relative to the version folder. */
   external_data?: string[];
+  /**
+   * `bert-edge pack --bert-wasm`: the same int8 model as one packed bert-wasm file (relative to the
+   * version folder), loaded instead of the ONNX graph when the backend is bert-wasm.
+   */
+  bert_wasm?: string;
   files: { path: string; sha256: string; bytes: number }[];
 }
 

@@ -16,7 +16,7 @@ const FULL_FILES = ["onnx/model.onnx", "model.onnx"];
  * (onnxruntime-web's heap is 1.8× the weights with external data, 3.5× for one .onnx file).
  */
 export const DEFAULT_MEMORY_BUDGET = 96 * 2 ** 20;
-const HEAP_FACTOR = { externalData: 1.8, singleFile: 3.5 };
+const HEAP_FACTOR = { externalData: 1.8, singleFile: 3.5, bertWasm: 1.3 };
 const heapCost = (weightBytes: number, external: boolean) =>
   weightBytes * (external ? HEAP_FACTOR.externalData : HEAP_FACTOR.singleFile);
 
@@ -45,6 +45,7 @@ export interface RegistryOptions {
 /** Where one model's files live: a plain Hugging Face export folder, or a packed version with a manifest. */
 interface Source {
   prefix: string;
+  /** The file handed to the backend (a packed bert-wasm file for the bert-wasm backend, when listed). */
   file: string;
   config: ModelConfig;
   manifest?: Manifest;
@@ -166,17 +167,25 @@ export class ModelRegistry {
     const prefix = `${id}/${version}`;
     const manifest = JSON.parse(await this.text(`${prefix}/manifest.json`)) as Manifest;
     const config = JSON.parse(await this.text(`${prefix}/config.json`)) as ModelConfig;
+    // The bert-wasm backend reads the packed bert-wasm file when the version has one (one file, no
+    // conversion); every other backend, and versions without it, read the ONNX graph.
+    const file = this.backend.name === "bert-wasm" && manifest.bert_wasm ? manifest.bert_wasm : manifest.graph;
     return this.newEntry(
-      { id, version, task: manifest.task, labels: manifest.labels, problem_type: config.problem_type, file: manifest.graph },
-      { prefix, file: manifest.graph, config, manifest },
+      { id, version, task: manifest.task, labels: manifest.labels, problem_type: config.problem_type, file },
+      { prefix, file, config, manifest },
     );
   }
 
   private newEntry(info: Entry["info"], source: Source): Entry {
-    const weights = source.manifest?.files
-      .filter((f) => f.path === source.file || source.manifest?.external_data?.includes(f.path))
+    const m = source.manifest;
+    if (m?.bert_wasm && source.file === m.bert_wasm) {
+      const bytes = m.files.find((f) => f.path === m.bert_wasm)?.bytes ?? 0;
+      return { info, source, cost: bytes * HEAP_FACTOR.bertWasm, lastUsed: 0, running: 0 };
+    }
+    const weights = m?.files
+      .filter((f) => f.path === source.file || m?.external_data?.includes(f.path))
       .reduce((sum, f) => sum + f.bytes, 0);
-    const external = (source.manifest?.external_data?.length ?? 0) > 0;
+    const external = (m?.external_data?.length ?? 0) > 0;
     return { info, source, cost: heapCost(weights ?? 0, external), lastUsed: 0, running: 0 };
   }
 
@@ -196,7 +205,7 @@ export class ModelRegistry {
           .catch(() => ({})),
         read(source.file),
         Promise.all(
-          (source.manifest?.external_data ?? []).map(async (path) => ({
+          (source.file === source.manifest?.bert_wasm ? [] : (source.manifest?.external_data ?? [])).map(async (path) => ({
             path: path.slice(graphDir.length),
             data: await read(path),
           })),
