@@ -27,8 +27,8 @@ interface Measurement {
   firstRunMs: number;
 }
 
-/** In a child process: load one model through the registry on onnxruntime-web and measure. */
-async function measure(storageRoot: string, id: string): Promise<Measurement> {
+/** In a child process: load one model through the registry on onnxruntime-web (or bert-wasm) and measure. */
+async function measure(storageRoot: string, id: string, backendName: "wasm" | "bert-wasm" = "wasm"): Promise<Measurement> {
   const memories = new Set<WebAssembly.Memory>();
   const instantiate = WebAssembly.instantiate.bind(WebAssembly);
   // Find ORT's wasm memory: it is the only one, created when ORT instantiates its module.
@@ -45,7 +45,7 @@ async function measure(storageRoot: string, id: string): Promise<Measurement> {
   const { FolderStorage } = await import("../src/storage/fs.ts");
   const { ModelRegistry } = await import("../src/engine/registry.ts");
   const { textClassification } = await import("../src/tasks/text-classification.ts");
-  const backend = await createBackend("wasm");
+  const backend = await createBackend(backendName);
   const storage = new FolderStorage(storageRoot);
   let readMs = 0;
   let weightBytes = 0;
@@ -54,7 +54,7 @@ async function measure(storageRoot: string, id: string): Promise<Measurement> {
     const t0 = performance.now();
     const bytes = await get(key);
     readMs += performance.now() - t0;
-    if (/\.onnx(_data)?$/.test(key)) weightBytes += bytes?.byteLength ?? 0;
+    if (/\.onnx(_data)?$|\/bert-wasm\/model\.bin$/.test(key)) weightBytes += bytes?.byteLength ?? 0;
     return bytes;
   };
   let sessionMs = 0;
@@ -83,18 +83,18 @@ async function measure(storageRoot: string, id: string): Promise<Measurement> {
   return { weightBytes, wasmHeap, jsBuffers: process.memoryUsage().arrayBuffers, readMs: loadMs - sessionMs, sessionMs, firstRunMs };
 }
 
-function measureInChild(storageRoot: string, id: string): Measurement {
-  const out = execFileSync(process.execPath, ["--expose-gc", "--import", "tsx", fileURLToPath(import.meta.url), "--measure", storageRoot, id], {
+function measureInChild(storageRoot: string, id: string, backend = "wasm"): Measurement {
+  const out = execFileSync(process.execPath, ["--expose-gc", "--import", "tsx", fileURLToPath(import.meta.url), "--measure", storageRoot, id, backend], {
     cwd: ROOT,
     encoding: "utf8",
   });
   return JSON.parse(out.trim().split("\n").at(-1)!);
 }
 
-function bundleSize() {
+function bundleSize(config = "wrangler.toml") {
   const out = mkdtempSync(join(tmpdir(), "bert-edge-bundle-"));
   try {
-    execFileSync("npx", ["wrangler", "deploy", "--dry-run", "--outdir", out], {
+    execFileSync("npx", ["wrangler", "deploy", "--dry-run", "--outdir", out, "-c", config], {
       cwd: ROOT,
       env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "true", XDG_CONFIG_HOME: join(out, ".xdg") },
       stdio: "pipe",
@@ -110,7 +110,7 @@ function bundleSize() {
 
 async function main() {
   if (process.argv[2] === "--measure") {
-    console.log(JSON.stringify(await measure(process.argv[3], process.argv[4])));
+    console.log(JSON.stringify(await measure(process.argv[3], process.argv[4], process.argv[5] as "wasm" | "bert-wasm")));
     return;
   }
   const minilm = join(ROOT, "bench/models/minilm-l6-sentiment");
@@ -125,35 +125,48 @@ async function main() {
     { name: "MiniLM-L6-shaped (hidden 384, 6 layers)", dir: minilm },
   ];
   const rows: string[] = [];
+  const coldRatios: string[] = [];
   for (const { name, dir } of models) {
     const id = dir.split("/").at(-1)!;
-    await packModel(dir, packed, { id, version: "v1", log: () => {} });
+    await packModel(dir, packed, { id, version: "v1", bertWasm: true, log: () => {} });
     const root = dir.slice(0, -id.length - 1);
-    for (const [layout, storageRoot] of [
-      ["one .onnx", root],
-      ["external data (packed)", packed],
+    const coldStart: Record<string, number> = {};
+    for (const [engine, layout, storageRoot, backend] of [
+      ["onnxruntime-web", "one .onnx", root, "wasm"],
+      ["onnxruntime-web", "external data (packed)", packed, "wasm"],
+      ["bert-wasm", "bert-wasm/model.bin (pack --bert-wasm)", packed, "bert-wasm"],
     ]) {
-      const m = measureInChild(storageRoot, id);
+      const m = measureInChild(storageRoot, id, backend);
       const total = m.wasmHeap + m.jsBuffers;
+      coldStart[layout] = m.sessionMs + m.firstRunMs;
       rows.push(
-        `| ${name} | ${layout} | ${(m.weightBytes / MiB).toFixed(2)} | ${(m.wasmHeap / MiB).toFixed(1)} | ${(m.jsBuffers / MiB).toFixed(1)} | ${(total / MiB).toFixed(1)} | ${(total / m.weightBytes).toFixed(2)}× | ${m.readMs.toFixed(0)} | ${m.sessionMs.toFixed(0)} | ${m.firstRunMs.toFixed(0)} |`,
+        `| ${name} | ${engine} | ${layout} | ${(m.weightBytes / MiB).toFixed(2)} | ${(m.wasmHeap / MiB).toFixed(1)} | ${(m.jsBuffers / MiB).toFixed(1)} | ${(total / MiB).toFixed(1)} | ${(total / m.weightBytes).toFixed(2)}× | ${m.readMs.toFixed(0)} | ${m.sessionMs.toFixed(0)} | ${m.firstRunMs.toFixed(0)} | ${(m.sessionMs + m.firstRunMs).toFixed(0)} |`,
       );
     }
+    const own = coldStart["bert-wasm/model.bin (pack --bert-wasm)"], ort = coldStart["external data (packed)"];
+    coldRatios.push(`${name}: bert-wasm ${own.toFixed(0)} ms vs onnxruntime-web (external data) ${ort.toFixed(0)} ms = ${(own / ort).toFixed(3)}×`);
   }
   rmSync(packed, { recursive: true, force: true });
   const bundle = bundleSize();
+  const bertBundle = bundleSize("wrangler.bert-wasm.toml");
   const report = [
     "# Edge memory and size figures",
     "",
-    `Produced by \`npx tsx tools/edge-figures.ts\` on ${new Date().toISOString().slice(0, 10)} (Node ${process.version}, onnxruntime-web, one thread).`,
+    `Produced by \`npx tsx tools/edge-figures.ts\` on ${new Date().toISOString().slice(0, 10)} (Node ${process.version}, onnxruntime-web and bert-wasm, one thread).`,
     "",
-    "| model | weight layout | weights MiB | wasm heap MiB | JS buffers MiB | heap + buffers MiB | ÷ weights | read + verify ms | session ms | first run ms |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+    "| model | engine | weight layout | weights MiB | wasm heap MiB | JS buffers MiB | heap + buffers MiB | ÷ weights | read + verify ms | session ms | first run ms | bytes → first answer ms |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ...rows,
+    "",
+    "Cold start from object bytes to the first answer (session creation + first run, fresh process; bert-wasm includes compiling its module and the relaxed-SIMD self-test):",
+    "",
+    ...coldRatios.map((r) => `- ${r}`),
     "",
     "JS buffers are `process.memoryUsage().arrayBuffers` once garbage collection has settled: the model's bytes are not kept once its session exists. Storage is a local folder; on Workers the read is from R2.",
     "",
     `Workers bundle (\`wrangler deploy --dry-run --outdir\`): ${bundle.files.join(", ")} — ${(bundle.raw / MiB).toFixed(2)} MiB raw, ${(bundle.gzip / MiB).toFixed(2)} MiB gzip (limit: 10 MiB gzip on the paid plan, 3 MiB on the free one).`,
+    "",
+    `bert-wasm-only Workers bundle (\`wrangler deploy --dry-run --outdir -c wrangler.bert-wasm.toml\`, entry src/runtimes/workers-bert-wasm.ts, no onnxruntime-web): ${bertBundle.files.join(", ")} — ${(bertBundle.raw / MiB).toFixed(2)} MiB raw, ${(bertBundle.gzip / MiB).toFixed(2)} MiB gzip (target: ≤ 1 MiB gzip).`,
     "",
   ].join("\n");
   writeFileSync(join(ROOT, "docs/edge-figures.md"), report);
