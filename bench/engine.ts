@@ -1,9 +1,11 @@
 /**
  * One engine configuration in its own process: raw onnxruntime `session.run` latency (web or node, at
- * a given intra-op thread count), and optionally bert-edge's text-classification task called in
- * process on the same model file, plus the int8 shift that merging requests causes.
+ * a given intra-op thread count) or bert-wasm's (our own int8 encoder, on the same int8 graph packed
+ * with packBertWasm), and optionally bert-edge's text-classification task called in process on the
+ * same model file, plus the int8 shift that merging requests causes. Also the cold start of this
+ * fresh process: model bytes in memory → session → first answer (16 tokens).
  *
- *   tsx bench/engine.ts --runtime web|node --threads 1|default --model DIR [--inproc] [--iters 30,20,8]
+ *   tsx bench/engine.ts --runtime web|node|bert-wasm --threads 1|default --model DIR [--inproc] [--iters 30,20,8]
  *
  * Prints one line `RESULT {json}`.
  */
@@ -33,7 +35,8 @@ const graph = readFileSync(`${modelDir}/onnx/model_quantized.onnx`);
 type Ort = typeof import("onnxruntime-web");
 let ort: Ort;
 let sessionOptions: Record<string, unknown>;
-if (values.runtime === "web") {
+const bertWasm = values.runtime === "bert-wasm";
+if (values.runtime === "web" || bertWasm) {
   ort = await import("onnxruntime-web");
   if (threads) ort.env.wasm.numThreads = threads;
   ort.env.wasm.proxy = false;
@@ -43,17 +46,14 @@ if (values.runtime === "web") {
   ort = (node.default ?? node) as unknown as Ort;
   sessionOptions = threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {};
 }
-const session = await ort.InferenceSession.create(graph, sessionOptions);
-const effectiveThreads =
-  values.runtime === "web" ? (ort.env.wasm.numThreads ?? 1) : (threads ?? `default (${availableParallelism()} CPUs)`);
-
 const { BertTokenizer } = await import("../src/engine/tokenizer.ts");
 const tokenizer = BertTokenizer.fromJSON(
   JSON.parse(readFileSync(`${modelDir}/tokenizer.json`, "utf8")),
   JSON.parse(readFileSync(`${modelDir}/tokenizer_config.json`, "utf8")),
 );
 
-function feeds(texts: string[]) {
+type Batch = import("../src/engine/backend.ts").Batch;
+function batchOf(texts: string[]): Batch {
   const encodings = texts.map((t) => tokenizer.encode(t)[0]);
   const seq = Math.max(...encodings.map((e) => e.ids.length));
   const n = texts.length * seq;
@@ -65,11 +65,48 @@ function feeds(texts: string[]) {
       mask[r * seq + i] = 1n;
     }),
   );
-  const dims = [texts.length, seq];
+  return { dims: [texts.length, seq], inputIds: ids, attentionMask: mask, tokenTypeIds: new BigInt64Array(n) };
+}
+
+// Cold start: bytes in memory → session → first answer, in this fresh process (module compile included).
+let run: (b: Batch) => Promise<unknown>;
+let release: () => Promise<void>;
+const coldBatch = batchOf(textsOfLength(tokenizer, 16, 1, 16));
+let coldMs: number;
+if (bertWasm) {
+  const { loadBertWasmBackend } = await import("../src/engine/backends/bert-wasm/node.ts");
+  const { packBertWasm } = await import("../src/engine/backends/bert-wasm/pack.ts");
+  const packed = packBertWasm(graph);
+  const t0 = performance.now();
+  const s = await (await loadBertWasmBackend({ log: () => {} })).createSession(packed);
+  await s.run(coldBatch);
+  coldMs = performance.now() - t0;
+  run = (b) => s.run(b);
+  release = () => s.release();
+} else {
+  const t0 = performance.now();
+  const s = await ort.InferenceSession.create(graph, sessionOptions);
+  const toFeeds = (b: Batch) => ({
+    input_ids: new ort.Tensor("int64", b.inputIds, b.dims),
+    attention_mask: new ort.Tensor("int64", b.attentionMask, b.dims),
+    token_type_ids: new ort.Tensor("int64", b.tokenTypeIds, b.dims),
+  });
+  await s.run(toFeeds(coldBatch));
+  coldMs = performance.now() - t0;
+  run = (b) => s.run(toFeeds(b));
+  release = () => s.release();
+}
+const session = { run, release };
+const effectiveThreads =
+  values.runtime === "web" || bertWasm ? (bertWasm ? 1 : (ort.env.wasm.numThreads ?? 1)) : (threads ?? `default (${availableParallelism()} CPUs)`);
+
+/** ORT feeds (the int8-merge check below runs an fp32 graph on onnxruntime). */
+function feeds(texts: string[]) {
+  const b = batchOf(texts);
   return {
-    input_ids: new ort.Tensor("int64", ids, dims),
-    attention_mask: new ort.Tensor("int64", mask, dims),
-    token_type_ids: new ort.Tensor("int64", new BigInt64Array(n), dims),
+    input_ids: new ort.Tensor("int64", b.inputIds, b.dims),
+    attention_mask: new ort.Tensor("int64", b.attentionMask, b.dims),
+    token_type_ids: new ort.Tensor("int64", b.tokenTypeIds, b.dims),
   };
 }
 
@@ -93,7 +130,7 @@ async function loadInProcess() {
   const { ModelRegistry } = await import("../src/engine/registry.ts");
   const { FolderStorage } = await import("../src/storage/fs.ts");
   const { createBackend } = await import("../src/runtimes/node-backends.ts");
-  const registry = new ModelRegistry(new FolderStorage(dirname(modelDir)), await createBackend(values.runtime === "web" ? "wasm" : "native", threads));
+  const registry = new ModelRegistry(new FolderStorage(dirname(modelDir)), await createBackend(values.runtime === "web" ? "wasm" : values.runtime === "bert-wasm" ? "bert-wasm" : "native", threads));
   return registry.get(basename(modelDir));
 }
 const { textClassification } = await import("../src/tasks/text-classification.ts");
@@ -103,7 +140,7 @@ const raw: Record<number, Stat> = {};
 const batched: Record<number, number> = {};
 const inproc: Record<number, Stat & { split: Record<string, number>; overheadMs: number }> = {};
 for (const [k, len] of lengths.entries()) {
-  const one = feeds(textsOfLength(tokenizer, len, 1, len));
+  const one = batchOf(textsOfLength(tokenizer, len, 1, len));
   const texts = textsOfLength(tokenizer, len, 8, len + 2);
   // Raw and in-process interleaved, one of each per round, so that noise hits both alike.
   const rawMs: number[] = [];
@@ -131,7 +168,7 @@ for (const [k, len] of lengths.entries()) {
   }
   if (len <= 128) {
     // Per-sequence time when 16 sequences go in one run: the ceiling micro-batching can reach.
-    const sixteen = feeds(textsOfLength(tokenizer, len, 16, len + 1));
+    const sixteen = batchOf(textsOfLength(tokenizer, len, 16, len + 1));
     batched[len] = (await time(() => session.run(sixteen), Math.max(3, Math.ceil(iters[k] / 4)), 1)).median / 16;
   }
 }
@@ -176,6 +213,6 @@ await session.release();
 
 console.log(
   "RESULT " +
-    JSON.stringify({ runtime: values.runtime, threads: effectiveThreads, raw, batched, inproc: inprocModel ? inproc : undefined, int8Merge, peakRss: peakRss(), wasmHeap: wasmHeap() }),
+    JSON.stringify({ runtime: values.runtime, threads: effectiveThreads, coldMs, raw, batched, inproc: inprocModel ? inproc : undefined, int8Merge, peakRss: peakRss(), wasmHeap: wasmHeap() }),
 );
 process.exit(0);

@@ -8,7 +8,7 @@
  * (bench/make-minilm.py, generated if missing) and the tiny-bert-sentiment fixture.
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -37,7 +37,7 @@ const PLAN: Record<string, { iters: number[]; loadSeconds: number }> = {
 // Models
 // ---------------------------------------------------------------------------------------------
 
-function prepareModels() {
+async function prepareModels() {
   if (!existsSync(join(MODELS_DIR, MINILM, "onnx/model_quantized.onnx"))) {
     log(`generating ${MINILM} (bench/make-minilm.py)`);
     const r = spawnSync("/usr/bin/python3", [join(ROOT, "bench/make-minilm.py")], { stdio: "inherit" });
@@ -49,6 +49,43 @@ function prepareModels() {
     mkdirSync(join(MODELS_DIR, TINY, "onnx"), { recursive: true });
     copyFileSync(join(from, file), join(MODELS_DIR, TINY, file));
   }
+  // bert-wasm's packed file of each int8 graph, for bert-wasm inside workerd (no converter there).
+  const { packBertWasm } = await import("../src/engine/backends/bert-wasm/pack.ts");
+  for (const model of [MINILM, TINY]) {
+    mkdirSync(join(MODELS_DIR, model, "bert-wasm"), { recursive: true });
+    writeFileSync(join(MODELS_DIR, model, "bert-wasm/model.bin"), packBertWasm(readFileSync(join(MODELS_DIR, model, "onnx/model_quantized.onnx"))));
+  }
+}
+
+/**
+ * Raw engine latency inside workerd (bench/worker.ts's /__bench/engine): onnxruntime-web and bert-wasm
+ * take turns, one request of `runs` runs each; the client's time / runs is one run.
+ */
+async function workerdEngines(url: string, model: string): Promise<Record<string, any>> {
+  const out: Record<string, any> = {};
+  const backends = [["wasm", "workerd web, 1 thread"], ["bert-wasm", "workerd bert-wasm"]] as const;
+  const ms: Record<string, Record<number, number[]>> = {};
+  for (const [b, key] of backends) {
+    ms[key] = {};
+    await fetch(`${url}/__bench/engine?backend=${b}&model=${model}&len=16&runs=2`).then((r) => r.text()); // session + warm-up
+  }
+  for (const [k, len] of LENGTHS.entries()) {
+    const rounds = Math.max(3, Math.ceil(PLAN[model].iters[k] / 2));
+    const runs = len >= 384 ? 1 : len >= 128 ? 2 : 8;
+    for (let i = 0; i < rounds; i++) {
+      for (const [b, key] of backends) {
+        const t0 = performance.now();
+        const res = await fetch(`${url}/__bench/engine?backend=${b}&model=${model}&len=${len}&runs=${runs}`);
+        if (!res.ok) throw new Error(`/__bench/engine ${b}: ${res.status} ${await res.text()}`);
+        await res.text();
+        (ms[key][len] ??= []).push((performance.now() - t0) / runs);
+      }
+    }
+  }
+  for (const [, key] of backends) {
+    out[key] = { threads: 1, raw: Object.fromEntries(LENGTHS.map((len) => [len, { median: median(ms[key][len]), p99: p99(ms[key][len]), n: ms[key][len].length }])), batched: {} };
+  }
+  return out;
 }
 
 /** The files a server reads (int8 graphs only), as storage keys. */
@@ -365,6 +402,15 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
       }
     }
     out();
+    const own = engines[model]["bert-wasm, 1 thread"], web = engines[model]["web, 1 thread"];
+    if (own && web) {
+      const ratios = (a: any, b: any) => LENGTHS.map((len) => `${len} tok ${f1(a.raw[len]?.median)} vs ${f1(b.raw[len]?.median)} ms = ${(a.raw[len]?.median / b.raw[len]?.median).toFixed(2)}×`).join(", ");
+      out(`bert-wasm vs onnxruntime-web (1 thread, raw run, medians), Node: ${ratios(own, web)}.`);
+      const wOwn = engines[model]["workerd bert-wasm"], wWeb = engines[model]["workerd web, 1 thread"];
+      if (wOwn && wWeb) out(`In workerd (client-timed /__bench/engine, R runs per request): ${ratios(wOwn, wWeb)}.`);
+      out(`Cold start in a fresh Node process, model bytes in memory → session → first answer (16 tokens; module compilation included): bert-wasm ${f1(own.coldMs)} ms vs onnxruntime-web ${f1(web.coldMs)} ms = ${(own.coldMs / web.coldMs).toFixed(3)}×. Wasm heap at the end of the run (batches of 16 × 128 tokens included): bert-wasm ${(own.wasmHeap / 2 ** 20).toFixed(0)} MiB, onnxruntime-web ${(web.wasmHeap / 2 ** 20).toFixed(0)} MiB.`);
+      out();
+    }
     for (const [key, e] of Object.entries(engines[model])) {
       if (!e.inproc) continue;
       const s = e.inproc[128].split;
@@ -534,13 +580,14 @@ async function main() {
     writeFileSync(join(ROOT, "docs/benchmarks.md"), report(last.engines, last.servers, last.seconds).markdown);
     return;
   }
-  prepareModels();
+  await prepareModels();
   const engines: Record<string, Record<string, any>> = { [MINILM]: {}, [TINY]: {} };
   const engineConfigs: [string, string[]][] = [
     ["web, 1 thread", ["--runtime", "web", "--threads", "1", "--inproc"]],
     ["web, default threads", ["--runtime", "web", "--threads", "default"]],
     ["node, 1 thread", ["--runtime", "node", "--threads", "1"]],
     ["node, default threads", ["--runtime", "node", "--threads", "default", "--inproc"]],
+    ["bert-wasm, 1 thread", ["--runtime", "bert-wasm", "--threads", "1"]],
   ];
   for (const model of [MINILM, TINY]) {
     for (const [key, args] of engineConfigs) {
@@ -565,6 +612,11 @@ async function main() {
           return w;
         }),
       );
+      const url = running.at(-1)!.server.url;
+      for (const model of [MINILM, TINY]) {
+        log(`workerd engines: ${model}`);
+        Object.assign(engines[model], await workerdEngines(url, model));
+      }
     }
     running.push(await startAndCold("xenova wasm", { impl: "xenova", backend: "wasm", batching: false }, node("xenova", "wasm")));
     running.push(await startAndCold("xenova native", { impl: "xenova", backend: "native", batching: false }, node("xenova", "native")));
