@@ -15,7 +15,7 @@ declare const Deno: {
 
 const env = Deno.env.toObject();
 
-const models = env.MODELS ?? new URL("../../models/fixtures", import.meta.url).pathname;
+const models = env.MODELS ?? new URL("../../models", import.meta.url).pathname;
 const backend = await createBackend((env.BACKEND ?? "wasm") as BackendName);
 const registry = new ModelRegistry(openStorage(models, env), backend);
 const app = createApp({ registry });

@@ -10,8 +10,11 @@ import { ModelRegistry } from "../engine/registry.ts";
 import { createApp } from "../http/app.ts";
 import { openStorage } from "../storage/open.ts";
 
-/** The models `npm start` serves when no --models is given. */
-export const EMBEDDED_MODELS = fileURLToPath(new URL("../../models/fixtures", import.meta.url));
+/**
+ * The models `npm start` serves when no --models is given: the trained demo models (`demo/…`) and
+ * the random-weight test fixtures (`fixtures/…`), which cover the heads no demo model has.
+ */
+export const EMBEDDED_MODELS = fileURLToPath(new URL("../../models", import.meta.url));
 
 export interface ServerOptions {
   /** A folder, s3://bucket/prefix or an http(s):// base URL. */
