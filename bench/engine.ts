@@ -5,7 +5,10 @@
  * same model file, plus the int8 shift that merging requests causes. Also the cold start of this
  * fresh process: model bytes in memory → session → first answer (16 tokens).
  *
- *   tsx bench/engine.ts --runtime web|node|bert-wasm --threads 1|default --model DIR [--inproc] [--iters 30,20,8]
+ *   tsx bench/engine.ts --runtime web|node|bert-wasm --threads 1|N|default [--spin on|off] --model DIR [--inproc] [--iters 30,20,8]
+ *
+ * (`--spin off`: onnxruntime-node's pool threads sleep between parallel sections, as bert-edge's native
+ * backend runs them; ORT's default, and this script's, is on.)
  *
  * Prints one line `RESULT {json}`.
  */
@@ -23,6 +26,7 @@ const { values } = parseArgs({
     inproc: { type: "boolean", default: false },
     iters: { type: "string", default: "30,20,8" },
     lengths: { type: "string", default: "16,128,384" },
+    spin: { type: "string", default: "on" },
   },
 });
 const modelDir = values.model!;
@@ -45,6 +49,7 @@ if (values.runtime === "web" || bertWasm) {
   const node = await import("onnxruntime-node");
   ort = (node.default ?? node) as unknown as Ort;
   sessionOptions = threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {};
+  if (values.spin === "off") sessionOptions.extra = { session: { intra_op: { allow_spinning: "0" } } };
 }
 const { BertTokenizer } = await import("../src/engine/tokenizer.ts");
 const tokenizer = BertTokenizer.fromJSON(
@@ -130,7 +135,7 @@ async function loadInProcess() {
   const { ModelRegistry } = await import("../src/engine/registry.ts");
   const { FolderStorage } = await import("../src/storage/fs.ts");
   const { createBackend } = await import("../src/runtimes/node-backends.ts");
-  const registry = new ModelRegistry(new FolderStorage(dirname(modelDir)), await createBackend(values.runtime === "web" ? "wasm" : values.runtime === "bert-wasm" ? "bert-wasm" : "native", threads));
+  const registry = new ModelRegistry(new FolderStorage(dirname(modelDir)), await createBackend(values.runtime === "web" ? "wasm" : values.runtime === "bert-wasm" ? "bert-wasm" : "native", threads, { spinning: values.spin !== "off" }));
   return registry.get(basename(modelDir));
 }
 const { textClassification } = await import("../src/tasks/text-classification.ts");

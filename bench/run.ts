@@ -12,6 +12,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { defaultNativeThreads } from "../src/runtimes/node-backends.ts";
 import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, peakRss, post, textsOfLength } from "./lib.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -24,6 +25,10 @@ const TINY = "tiny-bert-sentiment";
 const LENGTHS = [16, 128, 384];
 const CLIENTS = [1, 4, 16];
 const LOAD_LENGTHS = [16, 128];
+/** The intra-op threads bert-edge's native backend runs on this machine (src/runtimes/node-backends.ts). */
+const NATIVE_THREADS = defaultNativeThreads();
+/** The raw engine row at the native server's thread setting (the engine bound of the targets). */
+const NATIVE_KEY = NATIVE_THREADS === 1 ? "node, 1 thread" : `node, ${NATIVE_THREADS} threads, no spinning`;
 const tStart = performance.now();
 const log = (msg: string) => console.log(`[${((performance.now() - tStart) / 1000).toFixed(0).padStart(4)}s] ${msg}`);
 
@@ -382,7 +387,8 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
     "**in-process** = bert-edge's text-classification task called directly (tokenize → queue → run → decode); **HTTP** = bert-edge's Hono app on " +
     "Node (@hono/node-server) or on workerd (`wrangler dev`, model in local R2); **xenova** = an @xenova/transformers 2.17.2 text-classification " +
     "pipeline behind a Hono app on Node (its WASM build is onnxruntime-web 1.14, its Node default onnxruntime-node 1.14). bert-edge's WASM backend " +
-    "and xenova's WASM run one thread; the native backends run ORT's default intra-op threads.");
+    `and xenova's WASM run one thread; bert-edge's native backend runs ${NATIVE_THREADS} intra-op thread${NATIVE_THREADS > 1 ? "s" : ""} with ORT's thread spinning off (` +
+    "src/runtimes/node-backends.ts), xenova's native runs ORT's default (one thread per core).");
   out();
 
   // --- raw
@@ -496,7 +502,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   const be = { wasm: byName["bert-edge node wasm"], native: byName["bert-edge node native"] };
   const off = { wasm: byName["bert-edge node wasm, batching off"], native: byName["bert-edge node native, batching off"] };
   const xen = { wasm: byName["xenova wasm"], native: byName["xenova native"] };
-  const rawKey = { wasm: "web, 1 thread", native: "node, default threads" };
+  const rawKey = { wasm: "web, 1 thread", native: NATIVE_KEY };
   const bound = (backend: "wasm" | "native", len: number) => 1000 / engines[MINILM][rawKey[backend]].raw[len].median;
   for (const backend of ["wasm", "native"] as const) {
     const rawMs = engines[MINILM][rawKey[backend]].raw[128].median;
@@ -548,9 +554,13 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   out("- The machine is shared (2 cores; other engineers' jobs ran during this run): absolute figures carry their load, and the comparisons are only meaningful " +
     "because every server took turns on the same measurements. The HTTP overhead per request (client latency − the server's own run time) is mostly the " +
     "cost of waking two processes (client and server) on busy cores; in process, bert-edge's tokenize + queue + decode is a fraction of a millisecond (tables above).");
-  out("- \"default threads\" for onnxruntime-node is ORT's default intra-op pool (one thread per core). With the cores shared, it is often slower than one thread (raw table).");
-  out("- Micro-batching on Node waits, after each run, for at most 2 ms (`gatherMs`) while requests that arrived during the run are still being parsed: " +
-    "a WASM run holds the thread, so they reach the queue only after it. On Workers, timers belong to the request that set them, so the queue does not wait there: " +
+  out("- \"default threads\" for onnxruntime-node is ORT's default intra-op pool (one thread per core). With the cores shared, it is often slower than one thread (raw table): " +
+    "onnxruntime-node computes on the JS thread (synchronously, inside a setImmediate) plus its pool, whose spinning threads fight the load generator and the HTTP work for the " +
+    `cores even between parallel sections. bert-edge's native backend runs ${NATIVE_THREADS} intra-op thread${NATIVE_THREADS > 1 ? "s" : ""} here, spinning off.`);
+  out("- Micro-batching on Node: every engine holds the JS thread while it runs (WASM inline, onnxruntime-node inside a setImmediate), so requests that arrive during a run " +
+    "are parsed only after it. After a run the queue takes one event-loop turn to let them in; only after a run that merged several requests does it then sleep (no polling; " +
+    "each arrival wakes it) while more are on their way, for at most min(2 ms, 10 % of that run) (`gatherMs`, `gatherRatio`). A lone request never waits. " +
+    "On Workers, timers belong to the request that set them, so the queue does not wait there: " +
     "it merges only what reached it during the previous run, which with WASM holding the isolate is nearly nothing (\"merged\" = 1 for workerd).");
   out("- int8 merging: the random MiniLM is chaotic (its int8 graph already changes the top label of many inputs against its own fp32 graph), so the shift that " +
     "merging causes is as large as int8's own error there; on the 2-layer fixture it stays below int8's error. With batching on, an int8 model's answer to a " +
@@ -559,7 +569,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   out();
   out("## Targets (minilm)");
   out();
-  out("Engine bound = 1 / raw session.run time of one sequence at the server's thread setting (WASM: 1 thread; native: ORT default). " +
+  out(`Engine bound = 1 / raw session.run time of one sequence at the server's thread setting (WASM: 1 thread; native: ${NATIVE_THREADS} intra-op thread${NATIVE_THREADS > 1 ? "s" : ""}${NATIVE_THREADS > 1 ? ", spinning off" : ""}, as the server runs). ` +
     "Overhead = median over requests of (client latency − the server's own run time from Server-Timing); the p50 difference against the separately measured raw run is shown too. " +
     "\"Within noise\" is taken as 5 %.");
   out();
@@ -585,8 +595,10 @@ async function main() {
   const engineConfigs: [string, string[]][] = [
     ["web, 1 thread", ["--runtime", "web", "--threads", "1", "--inproc"]],
     ["web, default threads", ["--runtime", "web", "--threads", "default"]],
-    ["node, 1 thread", ["--runtime", "node", "--threads", "1"]],
-    ["node, default threads", ["--runtime", "node", "--threads", "default", "--inproc"]],
+    // bert-edge in process at the native server's thread setting (NATIVE_THREADS), ORT's default beside it.
+    ["node, 1 thread", ["--runtime", "node", "--threads", "1", ...(NATIVE_THREADS === 1 ? ["--inproc"] : [])]],
+    ...(NATIVE_THREADS === 1 ? [] : [[NATIVE_KEY, ["--runtime", "node", "--threads", String(NATIVE_THREADS), "--spin", "off", "--inproc"]] as [string, string[]]]),
+    ["node, default threads", ["--runtime", "node", "--threads", "default"]],
     ["bert-wasm, 1 thread", ["--runtime", "bert-wasm", "--threads", "1"]],
   ];
   for (const model of [MINILM, TINY]) {

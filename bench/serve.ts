@@ -3,9 +3,10 @@
  * the response cache off so every request runs the model) or the baseline, an @xenova/transformers
  * 2.17.2 text-classification pipeline behind the same kind of Hono app.
  *
- *   tsx bench/serve.ts --impl bert-edge|xenova --backend wasm|native --models DIR [--batching on|off]
+ *   tsx bench/serve.ts --impl bert-edge|xenova --backend wasm|native --models DIR [--batching on|off] [--threads N] [--spin on|off] [--queue JSON]
  *
- * Prints `LISTENING <port>` once it answers; `GET /__bench` gives its wasm heap.
+ * Prints `LISTENING <port>` once it answers; `GET /__bench` gives its wasm heap, and bert-edge's queue
+ * counters per loaded model (`GET /__bench?model=ID`).
  */
 import { serve } from "@hono/node-server";
 import { Hono } from "hono";
@@ -19,17 +20,26 @@ const { values } = parseArgs({
     backend: { type: "string", default: "wasm" },
     models: { type: "string" },
     batching: { type: "string", default: "on" },
+    threads: { type: "string" },
+    queue: { type: "string", default: "{}" },
+    spin: { type: "string", default: "off" },
   },
 });
 const models = values.models!;
+let queueStats: (id: string) => Promise<{ stats: object; waits?: object } | undefined> = async () => undefined;
 
 async function bertEdge() {
   const { createBackend } = await import("../src/runtimes/node-backends.ts");
   const { ModelRegistry } = await import("../src/engine/registry.ts");
   const { createApp } = await import("../src/http/app.ts");
   const { openStorage } = await import("../src/storage/open.ts");
-  const backend = await createBackend(values.backend as "wasm" | "native");
-  const registry = new ModelRegistry(openStorage(models, process.env), backend, { queue: { batching: values.batching !== "off" } });
+  const backend = await createBackend(values.backend as "wasm" | "native", values.threads ? Number(values.threads) : undefined, {
+    spinning: values.spin === "on",
+  });
+  const registry = new ModelRegistry(openStorage(models, process.env), backend, {
+    queue: { ...JSON.parse(values.queue!), batching: values.batching !== "off" },
+  });
+  queueStats = async (id) => ((await registry.get(id)) as { queue?: { stats: object; waits?: object } }).queue;
   return createApp({ registry, cache: false });
 }
 
@@ -58,7 +68,11 @@ async function xenova() {
 
 const inner = values.impl === "xenova" ? await xenova() : await bertEdge();
 const app = new Hono();
-app.get("/__bench", (c) => c.json({ wasmHeap: wasmHeap() }));
+app.get("/__bench", async (c) => {
+  const id = c.req.query("model");
+  const queue = id ? await queueStats(id) : undefined;
+  return c.json({ wasmHeap: wasmHeap(), queue: queue && { ...queue.stats, ...queue.waits } });
+});
 app.get("/health", (c) => c.json({ status: "ok" }));
 app.all("*", (c) => inner.fetch(c.req.raw));
 const server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" });

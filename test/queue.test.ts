@@ -90,18 +90,59 @@ describe("request queue", () => {
     assert.deepEqual(queue.stats, { runs: 2, requests: 5, merged: 4, rejected: 0, largestRun: 4 });
   });
 
-  test("after a run, requests still on their way (expectArrival) are waited for and join the next run", async () => {
+  test("after a run that had company, requests still on their way (expectArrival) are waited for and join the next run", async () => {
     const { runner, calls, release } = gatedRunner();
-    const queue = new RequestQueue(runner, 0, { gatherMs: 60_000 });
+    const queue = new RequestQueue(runner, 0, { gatherMs: 60_000, gatherRatio: Infinity });
+    const all = [1, 2, 3].map((tag) => queue.run(fakeBatch(tag)));
+    await release();
+    assert.deepEqual(tagsOf(calls[1]), [2, 3]);
+    all.push(queue.run(fakeBatch(4)));
+    const onTheWay = expectArrival();
+    try {
+      await release();
+      assert.equal(calls.length, 2, "the next run waits while a request is on its way");
+      all.push(queue.run(fakeBatch(5)));
+    } finally {
+      onTheWay();
+    }
+    await new Promise((ok) => setTimeout(ok, 5));
+    assert.equal(calls.length, 3, "woken by the arrival, not by the deadline");
+    assert.deepEqual(tagsOf(calls[2]), [4, 5]);
+    await release();
+    await Promise.all(all);
+    assert.equal(queue.waits.settles, 3);
+  });
+
+  test("after a lone run, the next starts at once: no waiting for requests on their way", async () => {
+    const { runner, calls, release } = gatedRunner();
+    const queue = new RequestQueue(runner, 0, { gatherMs: 60_000, gatherRatio: Infinity });
     const all = [queue.run(fakeBatch(1)), queue.run(fakeBatch(2))];
     const onTheWay = expectArrival();
+    try {
+      await release();
+      assert.equal(calls.length, 2, "a run of one request had no company: nothing to gather for");
+      assert.deepEqual(tagsOf(calls[1]), [2]);
+    } finally {
+      onTheWay();
+    }
     await release();
-    assert.equal(calls.length, 1, "the next run waits while a request is on its way");
-    all.push(queue.run(fakeBatch(3)));
-    onTheWay();
-    await new Promise((ok) => setTimeout(ok, 5));
-    assert.equal(calls.length, 2);
-    assert.deepEqual(tagsOf(calls[1]), [2, 3]);
+    await Promise.all(all);
+  });
+
+  test("the gather wait is bounded by gatherRatio of the run that ended", async () => {
+    const { runner, calls, release } = gatedRunner();
+    const queue = new RequestQueue(runner, 0, { gatherMs: 60_000, gatherRatio: 0 });
+    const all = [1, 2, 3].map((tag) => queue.run(fakeBatch(tag)));
+    await release();
+    all.push(queue.run(fakeBatch(4)));
+    const onTheWay = expectArrival();
+    try {
+      await release();
+      assert.equal(calls.length, 3, "a zero ratio: no wait after a merged run either");
+      assert.deepEqual(tagsOf(calls[2]), [4]);
+    } finally {
+      onTheWay();
+    }
     await release();
     await Promise.all(all);
   });

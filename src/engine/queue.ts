@@ -5,7 +5,10 @@
  * and younger ones of a compatible shape ride along with it. By default nothing waits on purpose:
  * a request that finds the engine idle runs at once (alone), and whatever arrived while a run was
  * executing is gathered into the next one — so a lone request waits no longer than unbatched, and
- * under load the engine runs fewer, fuller batches. `windowMs` adds a short deliberate wait.
+ * under load the engine runs fewer, fuller batches. `windowMs` adds a short deliberate wait. On Node
+ * every engine holds the JS thread while it runs, so requests that come in during a run are parsed
+ * after it: the queue takes one event-loop turn to let them in, and only after a run that merged
+ * several requests does it sleep a little longer (`gatherMs`, `gatherRatio`) for stragglers.
  *
  * Merging re-pads every request to the longest in the run, feeds one `session.run`, and splits
  * the outputs back by rows, cropping the sequence axis of per-token outputs back to each request's
@@ -30,11 +33,17 @@ export interface QueueOptions {
    */
   windowMs?: number;
   /**
-   * After a run, at most this many milliseconds are spent letting requests that arrived meanwhile
-   * reach the queue, while any are on their way (see `expectArrival`). A WASM run holds the thread,
-   * so requests that came in during it are still unparsed when it ends. Default 2.
+   * After a run that merged several requests, at most this many milliseconds are spent (sleeping,
+   * woken by each arrival) letting requests that came in during it reach the queue, while any are on
+   * their way (see `expectArrival`): the run held the JS thread (WASM inline, onnxruntime-node inside
+   * a setImmediate), so they are still unparsed when it ends. Default 2. After a lone run: no wait.
    */
   gatherMs?: number;
+  /**
+   * The gather wait is also at most this fraction of the run that just ended (default 0.1): the wait
+   * costs the engine idle time, which must stay small against what merging saves.
+   */
+  gatherRatio?: number;
   /** Most padded tokens (rows × choices × seq) one merged run may hold; a lone request may exceed it. */
   maxBatchTokens?: number;
   /** Most rows one merged run may hold. */
@@ -52,6 +61,7 @@ export const DEFAULT_QUEUE_OPTIONS: Required<QueueOptions> = {
   batching: true,
   windowMs: 0,
   gatherMs: 2,
+  gatherRatio: 0.1,
   maxBatchTokens: 2048,
   maxBatchRows: 64,
   padRatio: 1.5,
@@ -114,12 +124,15 @@ const onWorkers = (globalThis as { navigator?: { userAgent?: string } }).navigat
 const nextTurn: ((fn: () => void) => void) | undefined = typeof setImmediateFn === "function" && !onWorkers ? (fn) => setImmediateFn(fn) : undefined;
 
 let incoming = 0;
+/** Queues gathering after a run, woken (a microtask later) whenever a request on its way arrives or ends. */
+const gathering = new Set<() => void>();
 
 /**
  * Marks a request on its way to a model queue (being parsed, validated, tokenized); call the returned
- * function once it reaches the queue or ends. After a run, a queue waits (at most `gatherMs`) while
- * any are on their way, so that they join the next run instead of trailing it one by one. A lone
- * request never waits for this: it finds no run ending and no one else on the way.
+ * function once it reaches the queue or ends. After a run that had company, a queue waits (at most
+ * min(`gatherMs`, `gatherRatio` × the run)) while any are on their way, so that they join the next
+ * run instead of trailing it one by one. The wait sleeps (no polling): each arrival wakes the queue.
+ * A lone request never waits for this: its run had no company.
  */
 export function expectArrival(): () => void {
   incoming++;
@@ -128,6 +141,8 @@ export function expectArrival(): () => void {
     if (!done) {
       done = true;
       incoming--;
+      // A microtask later: the caller enqueues its request right after saying it arrived.
+      if (gathering.size > 0) queueMicrotask(() => gathering.forEach((wake) => wake()));
     }
   };
 }
@@ -146,6 +161,8 @@ export class RequestQueue {
   private msPerRequest = 0;
   /** Counters, for tests and the bench. */
   readonly stats = { runs: 0, requests: 0, merged: 0, rejected: 0, largestRun: 0 };
+  /** Time spent between runs letting requests reach the queue (for the bench; never asserted on). */
+  readonly waits = { settleMs: 0, settles: 0, sleepMs: 0 };
 
   constructor(
     private readonly runner: Runner,
@@ -269,12 +286,13 @@ export class RequestQueue {
     this.inFlight++;
     const start = now();
     for (const p of taken) if (p.timing) p.timing.queueMs = start - p.enqueued;
+    let runMs = 0;
     try {
       const batch = taken.length === 1 ? taken[0].batch : merge(taken, this.padTokenId);
       const outputs = await this.runner(batch);
       this.learn(batch, outputs);
       const parts = taken.length === 1 ? [outputs] : this.split(taken, batch, outputs);
-      const runMs = now() - start;
+      runMs = now() - start;
       this.msPerRequest = this.msPerRequest ? 0.8 * this.msPerRequest + (0.2 * runMs) / taken.length : runMs / taken.length;
       this.stats.runs++;
       this.stats.requests += taken.length;
@@ -288,22 +306,50 @@ export class RequestQueue {
       for (const p of taken) p.reject(err);
     } finally {
       this.inFlight--;
-      this.settle();
+      this.settle(taken.length, runMs || now() - start);
     }
   }
 
-  /** After a run: one macrotask turn, then more while requests are on their way (bounded by gatherMs). */
-  private settle() {
+  /**
+   * After a run. Every engine on Node holds the JS thread while it computes (onnxruntime-node runs
+   * synchronously inside a setImmediate, WASM runs inline), so requests that came in during the run
+   * are still unparsed when it ends: one macrotask turn lets them reach the queue. Then, only if the
+   * run had company (more than one request: the load is concurrent), the queue sleeps while more are
+   * on their way and the waiting ones do not fill a run, for at most min(gatherMs, gatherRatio × the
+   * run's time): the engine idles meanwhile, so the wait must stay small against the run.
+   */
+  private settle(ranTogether: number, runMs: number) {
     if (!this.options.batching || !nextTurn) return this.pump();
-    const turn = nextTurn;
     this.settling = true;
-    const deadline = now() + this.options.gatherMs;
-    const step = () => {
-      if (incoming > 0 && now() < deadline && !this.full()) return turn(step);
+    const { gatherMs, gatherRatio } = this.options;
+    const began = now();
+    const limit = ranTogether > 1 ? (Number.isFinite(gatherRatio) ? Math.min(gatherMs, gatherRatio * runMs) : gatherMs) : 0;
+    const deadline = began + limit;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let slept = 0;
+    let finished = false;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      gathering.delete(wake);
+      if (timer) {
+        clearTimeout(timer);
+        this.waits.sleepMs += now() - slept;
+      }
+      this.waits.settleMs += now() - began;
+      this.waits.settles++;
       this.settling = false;
       this.pump();
     };
-    turn(step);
+    const wake = () => {
+      if (incoming === 0 || now() >= deadline || this.full()) finish();
+    };
+    nextTurn(() => {
+      if (incoming === 0 || now() >= deadline || this.full()) return finish();
+      gathering.add(wake);
+      slept = now();
+      timer = setTimeout(finish, deadline - slept);
+    });
   }
 
   /** Learns from a run which outputs carry the sequence axis (their axis after the input's leading axes). */

@@ -5,13 +5,34 @@
 import type { Backend } from "../engine/backend.ts";
 import { BertWasmOrOrt } from "../engine/backends/bert-wasm-or-ort.ts";
 import { OrtBackend } from "../engine/backends/ort.ts";
+import { availableParallelism } from "node:os";
 
 export type BackendName = "native" | "wasm" | "bert-wasm";
 
-export async function createBackend(name: BackendName, threads?: number): Promise<Backend> {
+/**
+ * onnxruntime-node's intra-op threads when none are asked for: one per core, as ORT's default; but
+ * see `spinning` below. onnxruntime-node computes on the JS thread (synchronously, inside a
+ * setImmediate) plus its pool, so with spinning pool threads a run takes the CPU from the HTTP work
+ * and everything else on the box even between its parallel sections.
+ */
+export function defaultNativeThreads(cores = availableParallelism()): number {
+  return Math.max(1, cores);
+}
+
+/**
+ * `spinning`: whether ORT's pool threads busy-wait between parallel sections (ORT's default). Off
+ * unless asked for: on cores shared with the JS thread and other processes, spinning threads take
+ * the CPU from the work that would feed them (measured in docs/benchmarks.md: ORT's default pool is
+ * slower than one thread on a loaded 2-core box; without spinning, merged batches still use both cores).
+ */
+export async function createBackend(name: BackendName, threads?: number, { spinning = false }: { spinning?: boolean } = {}): Promise<Backend> {
   if (name === "native") {
     const ort = await import("onnxruntime-node");
-    return new OrtBackend("native", ort.default ?? ort, threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {});
+    return new OrtBackend("native", ort.default ?? ort, {
+      intraOpNumThreads: threads ?? defaultNativeThreads(),
+      interOpNumThreads: 1,
+      extra: { session: { intra_op: { allow_spinning: spinning ? "1" : "0" } } },
+    });
   }
   if (name === "wasm") {
     const ort = await import("onnxruntime-web");
