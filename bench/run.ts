@@ -238,28 +238,6 @@ interface Latency {
   overheadMs?: number;
 }
 
-async function latency(url: string, len: number, n: number): Promise<Latency> {
-  const texts = nextTexts(len);
-  for (let i = 0; i < 3; i++) await post(url, JSON.stringify({ inputs: texts[i] }));
-  const ms: number[] = [];
-  const splits: Record<string, number[]> = {};
-  const overhead: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const r = await post(url, JSON.stringify({ inputs: texts[3 + i] }));
-    if (r.status !== 200) throw new Error(`${url}: ${r.status} ${r.body}`);
-    ms.push(r.ms);
-    const st = parseServerTiming(r.serverTiming);
-    for (const [k, v] of Object.entries(st)) (splits[k] ??= []).push(v);
-    if (st.run !== undefined) overhead.push(r.ms - st.run);
-  }
-  const out: Latency = { median: median(ms), p99: p99(ms), n };
-  if (overhead.length) {
-    out.split = Object.fromEntries(Object.entries(splits).map(([k, v]) => [k, median(v)]));
-    out.overheadMs = median(overhead);
-  }
-  return out;
-}
-
 interface ServerResult {
   name: string;
   impl: string;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { readFileSync, readdirSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import type { Batch, Outputs } from "../src/engine/backend.ts";
 import { decodeModel, encodeModel } from "../src/cli/onnx.ts";
@@ -8,7 +8,8 @@ import { type BertWasmOptions, type KernelExports, createBertWasmBackend } from 
 import { ALIGN, BertWasmUnsupportedError, readHeader } from "../src/engine/backends/bert-wasm/format.ts";
 import { enableRelaxedSimd, readBertWasmModules } from "../src/engine/backends/bert-wasm/node.ts";
 import { packBertWasm } from "../src/engine/backends/bert-wasm/pack.ts";
-import { FIXTURES_DIR, maxAbsDiff, readReference, type ReferenceCase } from "./support/fixtures.ts";
+import { FIXTURES_DIR, readReference, type ReferenceCase } from "./support/fixtures.ts";
+import { argmaxRows, batchOf, big, FIXTURES, worstDifference } from "./support/reference-check.ts";
 
 /**
  * Accuracy bound of bert-wasm against the PyTorch fp32 references: weights int8 per output channel,
@@ -19,11 +20,6 @@ import { FIXTURES_DIR, maxAbsDiff, readReference, type ReferenceCase } from "./s
  * row. Outputs must not depend on the batch: a padded batch equals the sequences run alone, bit for bit.
  */
 const BOUND = 1.0;
-
-const fixtures = readdirSync(FIXTURES_DIR, { withFileTypes: true })
-  .filter((d) => d.isDirectory())
-  .map((d) => d.name)
-  .sort();
 
 await enableRelaxedSimd();
 const modules = await readBertWasmModules();
@@ -40,16 +36,6 @@ function packed(fixture: string, file = "model.onnx"): Uint8Array {
   return packedCache.get(key)!;
 }
 
-const big = (xs: number[]) => BigInt64Array.from(xs, BigInt);
-
-function batchOf(c: ReferenceCase): Batch {
-  const ids = (c.input_ids as number[] | number[][]).flat();
-  const types = (c.token_type_ids as number[] | number[][]).flat();
-  const mask = c.attention_mask ? (c.attention_mask as number[] | number[][]).flat() : ids.map(() => 1);
-  const dims = Array.isArray(c.input_ids[0]) ? [1, c.input_ids.length, (c.input_ids[0] as number[]).length] : [1, c.input_ids.length];
-  return { dims, inputIds: big(ids), attentionMask: big(mask), tokenTypeIds: big(types) };
-}
-
 /** Right-pads 2-D cases into one batch. */
 function padded(cases: { ids: number[]; types: number[] }[]): Batch {
   const seq = Math.max(...cases.map((c) => c.ids.length));
@@ -64,52 +50,24 @@ function padded(cases: { ids: number[]; types: number[] }[]): Batch {
   return { dims: [cases.length, seq], inputIds: big(ids), attentionMask: big(mask), tokenTypeIds: big(types) };
 }
 
-function argmaxRows(data: ArrayLike<number>, rowSize: number): number[] {
-  const rows: number[] = [];
-  for (let start = 0; start < data.length; start += rowSize) {
-    let best = start;
-    for (let i = start; i < start + rowSize; i++) if (data[i] > data[best]) best = i;
-    rows.push(best - start);
-  }
-  return rows;
-}
 
 describe("bert-wasm reproduces PyTorch on every fixture", () => {
-  for (const fixture of fixtures) {
+  for (const fixture of FIXTURES) {
     for (const file of ["model.onnx", "model_quantized.onnx"]) {
       test(`${fixture} ${file}`, async (t) => {
         const session = await main.createSession(packed(fixture, file));
-        let worst = 0;
-        for (const c of readReference(fixture)) {
-          const outputs = await session.run(batchOf(c));
-          for (const [name, expected] of Object.entries(c.outputs)) {
-            if (name === "top_k") continue;
-            let actual: ArrayLike<number>;
-            let rowSize: number;
-            if (name === "logits_at_mask") {
-              const { logits } = outputs;
-              assert.deepEqual([...logits.dims], expected.full_dims);
-              rowSize = logits.dims[2];
-              actual = expected.positions!.flatMap((p: number) => [...logits.data.subarray(p * rowSize, (p + 1) * rowSize)]);
-            } else {
-              assert.deepEqual([...outputs[name].dims], expected.dims, `${name} dims`);
-              actual = outputs[name].data;
-              rowSize = expected.dims.at(-1)!;
-            }
-            worst = Math.max(worst, maxAbsDiff(actual, expected.data));
-            if (name !== "last_hidden_state") {
-              assert.deepEqual(argmaxRows(actual, rowSize), argmaxRows(expected.data, rowSize), `${name} argmax`);
-            }
-          }
-          if (c.outputs.top_k) {
+        const worst = await worstDifference(session, fixture, {
+          argmax: true,
+          extra: (c, outputs) => {
+            if (!c.outputs.top_k) return;
             // fill-mask: the top token at every mask position is PyTorch's.
             const V = outputs.logits.dims[2];
             for (const k of c.outputs.top_k as unknown as { position: number; token_id: number }[][]) {
               const row = outputs.logits.data.subarray(k[0].position * V, (k[0].position + 1) * V);
               assert.equal(argmaxRows(row, V)[0], k[0].token_id);
             }
-          }
-        }
+          },
+        });
         await session.release();
         t.diagnostic(`max |bert-wasm - pytorch| = ${worst.toFixed(3)}`);
         assert.ok(worst <= BOUND, `max difference ${worst} over ${BOUND}`);
