@@ -68,6 +68,8 @@ describe("lazy loading", () => {
     assert.equal(res.status, 500);
     let body = (await res.json()) as { error: string; error_type: string };
     assert.equal(body.error_type, "model_load_failed");
+    assert.equal(res.headers.get("cache-control"), "no-store");
+    assert.equal(res.headers.get("etag"), null);
     assert.match(body.error, /onnx\/model_quantized\.onnx is \d+ bytes, the manifest says \d+/);
 
     const flipped = good.slice();

@@ -31,11 +31,12 @@ const requestBody = z.object({
 export function createApp({ registry, maxBodyBytes = 1 << 20, cache = new MemoryCache(), cacheMaxAge = 3600 }: AppOptions) {
   const app = new OpenAPIHono();
   app.onError((err, c) => {
+    // An error is never cached: a failed load or a full queue must not outlive its cause.
+    c.header("Cache-Control", "no-store");
+    c.header("ETag", undefined);
     if (err instanceof ServiceError && err.status === 429) {
-      // A full model queue (src/engine/queue.ts): retry later, and never cache the refusal.
+      // A full model queue (src/engine/queue.ts): retry later.
       c.header("Retry-After", String((err as { retryAfter?: number }).retryAfter ?? 1));
-      c.header("Cache-Control", "no-store");
-      c.header("ETag", undefined);
     }
     return errorResponse(c, err);
   });
