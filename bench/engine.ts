@@ -134,7 +134,7 @@ const inprocModel = values.inproc ? await loadInProcess() : undefined;
 async function loadInProcess() {
   const { ModelRegistry } = await import("../src/engine/registry.ts");
   const { FolderStorage } = await import("../src/storage/fs.ts");
-  const { createBackend } = await import("../src/runtimes/node-backends.ts");
+  const { createBackend } = await import("../src/runtimes/backends.ts");
   const registry = new ModelRegistry(new FolderStorage(dirname(modelDir)), await createBackend(values.runtime === "web" ? "wasm" : values.runtime === "bert-wasm" ? "bert-wasm" : "native", threads, { spinning: values.spin !== "off" }));
   return registry.get(basename(modelDir));
 }

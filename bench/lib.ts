@@ -203,3 +203,17 @@ export function combine(rounds: LoadResult[]): LoadResult {
     merged: merged.length ? median(merged) : undefined,
   };
 }
+
+/**
+ * A supply of distinct texts per length: each call hands the next rotation of the list, so that
+ * successive rounds start at different texts.
+ */
+export function textSupply(tokenizer: BertTokenizer, lengths: number[], count: (len: number) => number, step: number) {
+  const texts = Object.fromEntries(lengths.map((len) => [len, textsOfLength(tokenizer, len, count(len), len * step)]));
+  let cursor = 0;
+  return (len: number) => {
+    const all = texts[len];
+    const from = (cursor += step) % all.length;
+    return [...all.slice(from), ...all.slice(0, from)];
+  };
+}

@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, post, textsOfLength } from "./lib.ts";
+import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, post, textSupply } from "./lib.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const { values } = parseArgs({
@@ -31,13 +31,7 @@ const clientLevels = values.clients!.split(",").map(Number);
 const rounds = Number(values.rounds);
 const seconds = Number(values.seconds);
 const tokenizer = loadTokenizer(join(ROOT, "models/fixtures/tiny-bert-sentiment"));
-const texts = Object.fromEntries(lengths.map((len) => [len, textsOfLength(tokenizer, len, 3000, len * 13)]));
-let cursor = 0;
-const nextTexts = (len: number) => {
-  const all = texts[len];
-  const from = (cursor += 89) % all.length;
-  return [...all.slice(from), ...all.slice(0, from)];
-};
+const nextTexts = textSupply(tokenizer, lengths, () => 3000, 89);
 
 interface Server {
   name: string;
@@ -57,7 +51,7 @@ async function start(name: string, args: string[]): Promise<Server> {
     child.on("exit", (code) => fail(new Error(`serve ${args.join(" ")} exited ${code}:\n${out}`)));
   });
   const url = `http://127.0.0.1:${port}`;
-  const r = await post(`${url}/models/${MODEL}`, JSON.stringify({ inputs: texts[lengths[0]][0] }));
+  const r = await post(`${url}/models/${MODEL}`, JSON.stringify({ inputs: nextTexts(lengths[0])[0] }));
   if (r.status !== 200) throw new Error(`${name}: ${r.status} ${r.body}`);
   return { name, url, child };
 }

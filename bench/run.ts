@@ -12,8 +12,8 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { defaultNativeThreads } from "../src/runtimes/node-backends.ts";
-import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, peakRss, post, textsOfLength } from "./lib.ts";
+import { defaultNativeThreads } from "../src/runtimes/backends.ts";
+import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, peakRss, post, textSupply } from "./lib.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const argv = process.argv.slice(2);
@@ -25,7 +25,7 @@ const TINY = "tiny-bert-sentiment";
 const LENGTHS = [16, 128, 384];
 const CLIENTS = [1, 4, 16];
 const LOAD_LENGTHS = [16, 128];
-/** The intra-op threads bert-edge's native backend runs on this machine (src/runtimes/node-backends.ts). */
+/** The intra-op threads bert-edge's native backend runs on this machine (src/runtimes/backends.ts). */
 const NATIVE_THREADS = defaultNativeThreads();
 /** The raw engine row at the native server's thread setting (the engine bound of the targets). */
 const NATIVE_KEY = NATIVE_THREADS === 1 ? "node, 1 thread" : `node, ${NATIVE_THREADS} threads, no spinning`;
@@ -220,14 +220,7 @@ async function startWorkerd(): Promise<Server & { cleanup: () => void }> {
 
 const tokenizer = loadTokenizer(join(ROOT, "models/fixtures", TINY));
 /** Distinct texts per length: no answer is ever served from a cache. */
-const TEXTS: Record<number, string[]> = {};
-for (const len of LENGTHS) TEXTS[len] = textsOfLength(tokenizer, len, len > 128 ? 400 : 4000, len * 7);
-let textCursor = 0;
-const nextTexts = (len: number) => {
-  const all = TEXTS[len];
-  const from = (textCursor += 97) % all.length;
-  return [...all.slice(from), ...all.slice(0, from)];
-};
+const nextTexts = textSupply(tokenizer, LENGTHS, (len) => (len > 128 ? 400 : 4000), 97);
 
 interface Latency {
   median: number;
@@ -263,7 +256,7 @@ async function startAndCold(name: string, meta: { impl: string; backend: string;
   const result: ServerResult = { name, ...meta, readyMs: server.readyMs, cold: {}, latency: {}, load: {}, peakRss: NaN, wasmHeap: NaN };
   for (const model of [MINILM, TINY]) {
     // Cold start: the first request, with the model only in storage (not loaded).
-    const first = await post(`${server.url}/models/${model}`, JSON.stringify({ inputs: TEXTS[16][0] }));
+    const first = await post(`${server.url}/models/${model}`, JSON.stringify({ inputs: nextTexts(16)[0] }));
     if (first.status !== 200) throw new Error(`${name} ${model}: ${first.status} ${first.body}`);
     result.cold[model] = first.ms;
   }
@@ -366,7 +359,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
     "Node (@hono/node-server) or on workerd (`wrangler dev`, model in local R2); **xenova** = an @xenova/transformers 2.17.2 text-classification " +
     "pipeline behind a Hono app on Node (its WASM build is onnxruntime-web 1.14, its Node default onnxruntime-node 1.14). bert-edge's WASM backend " +
     `and xenova's WASM run one thread; bert-edge's native backend runs ${NATIVE_THREADS} intra-op thread${NATIVE_THREADS > 1 ? "s" : ""} with ORT's thread spinning off (` +
-    "src/runtimes/node-backends.ts), xenova's native runs ORT's default (one thread per core).");
+    "src/runtimes/backends.ts), xenova's native runs ORT's default (one thread per core).");
   out();
 
   // --- raw

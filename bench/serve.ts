@@ -29,7 +29,7 @@ const models = values.models!;
 let queueStats: (id: string) => Promise<{ stats: object; waits?: object } | undefined> = async () => undefined;
 
 async function bertEdge() {
-  const { createBackend } = await import("../src/runtimes/node-backends.ts");
+  const { createBackend } = await import("../src/runtimes/backends.ts");
   const { ModelRegistry } = await import("../src/engine/registry.ts");
   const { createApp } = await import("../src/http/app.ts");
   const { openStorage } = await import("../src/storage/open.ts");

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
-import { type BackendName, createBackend } from "../src/runtimes/node-backends.ts";
+import { type BackendName, createBackend } from "../src/runtimes/backends.ts";
 import { FIXTURES_DIR } from "./support/fixtures.ts";
 import { FIXTURES, worstDifference } from "./support/reference-check.ts";
 

@@ -6,7 +6,7 @@ import { BertWasmOrOrt } from "../src/engine/backends/bert-wasm-or-ort.ts";
 import { BertWasmUnsupportedError } from "../src/engine/backends/bert-wasm/format.ts";
 import { loadBertWasmBackend } from "../src/engine/backends/bert-wasm/node.ts";
 import { packBertWasm } from "../src/engine/backends/bert-wasm/pack.ts";
-import { createBackend } from "../src/runtimes/node-backends.ts";
+import { createBackend } from "../src/runtimes/backends.ts";
 import { FIXTURES_DIR } from "./support/fixtures.ts";
 
 const graph = () => readFileSync(`${FIXTURES_DIR}/tiny-bert-sentiment/onnx/model_quantized.onnx`);

@@ -8,7 +8,7 @@ import { BertTokenizer } from "../src/engine/tokenizer.ts";
 import { ServiceError } from "../src/errors.ts";
 import { createApp } from "../src/http/app.ts";
 import { float32Base64 } from "../src/http/embeddings.ts";
-import { createBackend } from "../src/runtimes/node-backends.ts";
+import { createBackend } from "../src/runtimes/backends.ts";
 import { FolderStorage } from "../src/storage/fs.ts";
 import { clsPool, featureExtraction, l2Normalize, meanPool, poolingOf } from "../src/tasks/feature-extraction.ts";
 import { sigmoid } from "../src/tasks/math.ts";

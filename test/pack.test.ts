@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Backend, Batch, Outputs } from "../src/engine/backend.ts";
 import { ModelRegistry } from "../src/engine/registry.ts";
-import { createBackend } from "../src/runtimes/node-backends.ts";
+import { createBackend } from "../src/runtimes/backends.ts";
 import { FolderStorage } from "../src/storage/fs.ts";
 import {
   addNodes,

@@ -3,7 +3,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { before, describe, test } from "node:test";
 import { ModelRegistry } from "../src/engine/registry.ts";
 import { createApp } from "../src/http/app.ts";
-import { createBackend } from "../src/runtimes/node-backends.ts";
+import { createBackend } from "../src/runtimes/backends.ts";
 import { FolderStorage } from "../src/storage/fs.ts";
 import { FIXTURES_DIR } from "./support/fixtures.ts";
 

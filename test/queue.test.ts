@@ -11,7 +11,7 @@ import type { LoadedModel } from "../src/engine/model.ts";
 import { expectArrival, OverloadedError, RequestQueue } from "../src/engine/queue.ts";
 import { ModelRegistry } from "../src/engine/registry.ts";
 import { createApp } from "../src/http/app.ts";
-import { createBackend } from "../src/runtimes/node-backends.ts";
+import { createBackend } from "../src/runtimes/backends.ts";
 import { FIXTURES_DIR, maxAbsDiff } from "./support/fixtures.ts";
 import { loadFixture } from "./support/load-model.ts";
 import { MemoryStorage } from "./support/memory-storage.ts";

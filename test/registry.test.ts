@@ -4,7 +4,7 @@ import type { Backend, Session } from "../src/engine/backend.ts";
 import { sha256Hex } from "../src/hash.ts";
 import { ModelRegistry } from "../src/engine/registry.ts";
 import { createApp } from "../src/http/app.ts";
-import { createBackend } from "../src/runtimes/node-backends.ts";
+import { createBackend } from "../src/runtimes/backends.ts";
 import { FIXTURES_DIR } from "./support/fixtures.ts";
 import { MemoryStorage } from "./support/memory-storage.ts";
 

@@ -41,7 +41,7 @@ async function measure(storageRoot: string, id: string, backendName: "wasm" | "b
     return result;
   }) as typeof WebAssembly.instantiate;
 
-  const { createBackend } = await import("../src/runtimes/node-backends.ts");
+  const { createBackend } = await import("../src/runtimes/backends.ts");
   const { FolderStorage } = await import("../src/storage/fs.ts");
   const { ModelRegistry } = await import("../src/engine/registry.ts");
   const { textClassification } = await import("../src/tasks/text-classification.ts");

@@ -22,7 +22,7 @@ import { padBatch } from "../engine/batch.ts";
 import type { Manifest } from "../engine/manifest.ts";
 import { labelsOf, type ModelConfig, type TaskName, taskFromConfig } from "../engine/model.ts";
 import { BertTokenizer, UnsupportedTokenizerError } from "../engine/tokenizer.ts";
-import { type BackendName, createBackend } from "../runtimes/node-backends.ts";
+import { type BackendName, createBackend } from "../runtimes/backends.ts";
 import { BertWasmUnsupportedError } from "../engine/backends/bert-wasm/format.ts";
 import { packBertWasm } from "../engine/backends/bert-wasm/pack.ts";
 import { DataType, decodeModel, encodeModel, EXTERNAL, loadExternalData, type Model, rawBytes } from "./onnx.ts";

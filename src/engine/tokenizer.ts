@@ -1030,22 +1030,6 @@ export class BertTokenizer {
   }
 }
 
-/** decoders/wordpiece.rs `cleanup`. */
-function decoderCleanup(s: string): string {
-  return s
-    .replaceAll(" .", ".")
-    .replaceAll(" ?", "?")
-    .replaceAll(" !", "!")
-    .replaceAll(" ,", ",")
-    .replaceAll(" ' ", "'")
-    .replaceAll(" n't", "n't")
-    .replaceAll(" 'm", "'m")
-    .replaceAll(" do not", " don't")
-    .replaceAll(" 's", "'s")
-    .replaceAll(" 've", "'ve")
-    .replaceAll(" 're", "'re");
-}
-
 /** transformers `PreTrainedTokenizerBase.clean_up_tokenization`. */
 function cleanUpTokenization(s: string): string {
   return s
@@ -1059,4 +1043,9 @@ function cleanUpTokenization(s: string): string {
     .replaceAll(" 's", "'s")
     .replaceAll(" 've", "'ve")
     .replaceAll(" 're", "'re");
+}
+
+/** decoders/wordpiece.rs `cleanup`: the same rules plus " do not" → " don't" (no rule creates or breaks that one). */
+function decoderCleanup(s: string): string {
+  return cleanUpTokenization(s).replaceAll(" do not", " don't");
 }

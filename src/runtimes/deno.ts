@@ -6,7 +6,7 @@
 import { ModelRegistry } from "../engine/registry.ts";
 import { createApp } from "../http/app.ts";
 import { openStorage } from "../storage/open.ts";
-import { type BackendName, createBackend } from "./node-backends.ts";
+import { type BackendName, createBackend } from "./backends.ts";
 
 declare const Deno: {
   env: { toObject(): Record<string, string> };

@@ -5,7 +5,7 @@
 import { serve } from "@hono/node-server";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { type BackendName, createBackend } from "./node-backends.ts";
+import { type BackendName, createBackend } from "./backends.ts";
 import { ModelRegistry } from "../engine/registry.ts";
 import { createApp } from "../http/app.ts";
 import { openStorage } from "../storage/open.ts";

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import type { LoadedModel } from "../../src/engine/model.ts";
 import { ModelRegistry } from "../../src/engine/registry.ts";
-import { createBackend } from "../../src/runtimes/node-backends.ts";
+import { createBackend } from "../../src/runtimes/backends.ts";
 import { FolderStorage } from "../../src/storage/fs.ts";
 import { FIXTURES_DIR } from "./fixtures.ts";
 

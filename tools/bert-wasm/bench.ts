@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import type { Batch, Session } from "../../src/engine/backend.ts";
 import { loadBertWasmBackend } from "../../src/engine/backends/bert-wasm/node.ts";
 import { packBertWasm } from "../../src/engine/backends/bert-wasm/pack.ts";
-import { createBackend } from "../../src/runtimes/node-backends.ts";
+import { createBackend } from "../../src/runtimes/backends.ts";
 
 const dir = process.argv[2] ?? "/tmp/bench-minilm";
 const seq = Number(process.argv[3] ?? 128);

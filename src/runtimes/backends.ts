@@ -1,5 +1,5 @@
 /**
- * The backends available on Node: native (onnxruntime-node), wasm (onnxruntime-web) and bert-wasm
+ * The backends of the Node and Deno entry points: native (onnxruntime-node, Node only), wasm (onnxruntime-web) and bert-wasm
  * (our own int8 encoder, onnxruntime-web for models it cannot run).
  */
 import type { Backend } from "../engine/backend.ts";
