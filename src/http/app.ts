@@ -82,7 +82,7 @@ export function createApp({ registry, maxBodyBytes = 1 << 20, cache = new Memory
     const inputs = validate(task.inputs, body.data.inputs, "inputs");
     const parameters = validate(task.parameters, body.data.parameters ?? {}, "parameters");
 
-    const key = await cacheKey({ model: id, version: info.version, file: info.file, task: info.task, inputs, parameters });
+    const key = cacheKey({ model: id, version: info.version, file: info.file, task: info.task, inputs, parameters });
     const etag = `"${key.slice(0, 32)}"`;
     c.header("ETag", etag);
     c.header("Cache-Control", `max-age=${cacheMaxAge}`);

@@ -1,4 +1,5 @@
-import { sha256Hex } from "../hash.ts";
+import { sha256 } from "@noble/hashes/sha2.js";
+import { bytesToHex, utf8ToBytes } from "@noble/hashes/utils.js";
 
 /**
  * Response cache: a repeated request (same model version, task, inputs and parameters) is answered
@@ -22,7 +23,11 @@ export function canonicalJson(value: unknown): string {
   );
 }
 
-export const cacheKey = (parts: Record<string, unknown>) => sha256Hex(canonicalJson(parts));
+/**
+ * Hex SHA-256 of the request's canonical JSON. Synchronous on purpose: Web Crypto's digest is a
+ * thread-pool round trip on Node (~75 µs, a tenth of a small model's run) for a few hundred bytes.
+ */
+export const cacheKey = (parts: Record<string, unknown>) => bytesToHex(sha256(utf8ToBytes(canonicalJson(parts))));
 
 /** Least-recently-used cache bounded by the size of the bodies it holds. */
 export class MemoryCache implements ResponseCache {
