@@ -2,21 +2,23 @@
  * The bert-wasm packed weight file. One file, read once:
  *
  *   bytes 0..8    magic "BERTWASM"
- *   bytes 8..12   u32 LE format version (1)
+ *   bytes 8..12   u32 LE format version (2)
  *   bytes 12..16  u32 LE byte length of the metadata JSON
  *   bytes 16..    metadata JSON (UTF-8), zero-padded to a multiple of 64 bytes
  *   data          every tensor at a 64-byte-aligned offset from the start of this section
  *
  * The runtime copies the data section once into the wasm module's linear memory (at a 64-aligned
- * address) and the kernels read every tensor in place. Encoder weights are int8 [n][kp] (kp = k
- * rounded up to 16, zero-padded) with a per-output-channel f32 scale and an i32 row sum (for the
- * activation zero point); biases and LayerNorm are f32. The word-embedding table is stored once:
+ * address) and the kernels read every tensor in place. Encoder weights are int8, n rows (output
+ * channels) of kp (k rounded up to 16, zero-padded) in the panel layout of q8Offset (n padded to a
+ * multiple of 8 with zero rows), with a per-output-channel f32 scale and an i32 row sum (for the
+ * activation zero point), both padded like the rows; biases and LayerNorm are f32 (int8 linears'
+ * biases padded too). The word-embedding table is stored once:
  * the masked-LM decoder of a tied model reads the same int8 rows (per-row scale = per-output-channel
  * scale of the decoder). Small head linears (pooler, classifiers, QA) stay f32.
  */
 
 export const MAGIC = "BERTWASM";
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
 export const ALIGN = 64;
 
 export type DType = "i8" | "i32" | "f32";
@@ -28,7 +30,19 @@ export interface TensorRef {
   shape: number[];
 }
 
-/** int8 linear: out = x W^T + b, W int8 [n][kp] with scale[n]; wsum[n] = sum_k W[n][k]. */
+/** Rows of an int8 matrix are stored in panels of this many (the GEMM's tile width). */
+export const Q8_PANEL = 8;
+
+/**
+ * Byte offset of int8 element (row, k) of a matrix with rows of kp: panels of 8 rows, and inside a
+ * panel, for every 4 consecutive k, two 16-byte vectors each holding those 4 k of 4 consecutive rows
+ * (kernels.c Q8_OFFSET: one load feeds four 4-element dot products).
+ */
+export function q8Offset(row: number, k: number, kp: number): number {
+  return Math.floor(row / 8) * 8 * kp + Math.floor(k / 4) * 32 + (Math.floor(row / 4) % 2) * 16 + (row % 4) * 4 + (k % 4);
+}
+
+/** int8 linear: out = x W^T + b, W int8 n x kp (q8Offset layout) with scale[n]; wsum[n] = sum_k W[n][k]. */
 export interface Q8Linear {
   n: number;
   k: number;

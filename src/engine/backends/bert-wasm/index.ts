@@ -7,7 +7,7 @@
  * The model is a packed weight file (format.ts, written by packBertWasm in ./pack.ts).
  */
 import { type Backend, BackendError, type Batch, type ExternalData, type Outputs, type Session } from "../../backend.ts";
-import { type BertWasmMeta, type F32Linear, type LayerNormRef, type Q8Linear, type TensorRef, readHeader } from "./format.ts";
+import { type BertWasmMeta, type F32Linear, type LayerNormRef, type Q8Linear, type TensorRef, q8Offset, readHeader } from "./format.ts";
 
 export { BertWasmFormatError, BertWasmUnsupportedError } from "./format.ts";
 export type { BertWasmMeta } from "./format.ts";
@@ -64,27 +64,28 @@ async function instantiate(k: Kernels): Promise<KernelExports> {
 /**
  * Self-test of a kernel build: a small quantized GEMM with extreme values (weights ±127, activations
  * 0..127, several zero points, K = 48 to cover several 16-lane steps, ragged M and N to cover the tile edges) against an
- * exact integer reference computed here. Returns an error description, or null when it is right.
+ * exact integer reference computed here (weights written in the panel layout, format.ts q8Offset). Returns an error description, or null when it is right.
  */
 export function selfTest(x: KernelExports): string | null {
-  const M = 5, N = 7, K = 48;
+  const M = 5, N = 7, NP = 8, K = 48;
   const base = (x.__heap_base.value as number + 63) & ~63;
-  const need = base + M * K + N * K + 4 * (2 * M + 3 * N + M * N) + 1024;
+  const need = base + M * K + NP * K + 4 * (2 * M + 3 * NP + M * N) + 1024;
   if (x.memory.buffer.byteLength < need) x.memory.grow(Math.ceil((need - x.memory.buffer.byteLength) / 65536));
   const mem = x.memory.buffer;
-  const aP = base, wP = aP + M * K, asP = wP + N * K, zP = asP + 4 * M, wsP = zP + 4 * M, sumP = wsP + 4 * N, bP = sumP + 4 * N, oP = bP + 4 * N;
-  const a = new Uint8Array(mem, aP, M * K), w = new Int8Array(mem, wP, N * K);
+  const aP = base, wP = aP + M * K, asP = wP + NP * K, zP = asP + 4 * M, wsP = zP + 4 * M, sumP = wsP + 4 * NP, bP = sumP + 4 * NP, oP = bP + 4 * NP;
+  const a = new Uint8Array(mem, aP, M * K), w = new Int8Array(NP * K), packed = new Int8Array(mem, wP, NP * K);
   let seed = 12345;
   const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8);
   for (let i = 0; i < a.length; i++) a[i] = i % 11 === 0 ? 127 : i % 17 === 0 ? 0 : rnd() % 128;
-  for (let i = 0; i < w.length; i++) w[i] = i % 7 === 0 ? -127 : i % 13 === 0 ? 127 : (rnd() % 255) - 127;
+  for (let i = 0; i < N * K; i++) w[i] = i % 7 === 0 ? -127 : i % 13 === 0 ? 127 : (rnd() % 255) - 127;
+  for (let n = 0; n < NP; n++) for (let k = 0; k < K; k++) packed[q8Offset(n, k, K)] = w[n * K + k];
   new Float32Array(mem, asP, M).fill(1);
   const zp = new Int32Array(mem, zP, M);
   for (let m = 0; m < M; m++) zp[m] = [0, 64, 127, 3, 100][m];
-  new Float32Array(mem, wsP, N).fill(1);
-  new Float32Array(mem, bP, N).fill(0);
-  const wsum = new Int32Array(mem, sumP, N);
-  for (let n = 0; n < N; n++) {
+  new Float32Array(mem, wsP, NP).fill(1);
+  new Float32Array(mem, bP, NP).fill(0);
+  const wsum = new Int32Array(mem, sumP, NP);
+  for (let n = 0; n < NP; n++) {
     let s = 0;
     for (let k = 0; k < K; k++) s += w[n * K + k];
     wsum[n] = s;
@@ -252,7 +253,7 @@ export class BertWasmSession implements Session {
       }
       gemm(ctx, T, H, layer.attnOut, hid, hid);
       this.norm(hid, T, H, layer.attnNorm);
-      gemm(hid, T, H, layer.ffnIn, ffn, 0, ACT[m.activation]); // GELU / ReLU fused into the epilogue
+      gemm(hid, T, H, layer.ffnIn, ffn, 0, 0); x.activate(ffn, T * I, ACT[m.activation]);
       gemm(ffn, T, I, layer.ffnOut, hid, hid);
       this.norm(hid, T, H, layer.ffnNorm);
     }

@@ -38,7 +38,9 @@ import {
   BertWasmUnsupportedError,
   DTYPE_BYTES,
   FORMAT_VERSION,
+  Q8_PANEL,
   align,
+  q8Offset,
   writeFile,
 } from "./format.ts";
 
@@ -290,13 +292,27 @@ function toNK(data: Float32Array, dims: number[], kn: boolean, sourceScale?: num
 
 const pad16 = (k: number) => Math.ceil(k / 16) * 16;
 
-/** int8 rows with per-row scale: lossless when the source was symmetric per-tensor int8. */
-function quantizeRows(w: Weight): { q: Int8Array; scale: Float32Array; wsum: Int32Array; kp: number } {
+/** Rows padded to the GEMM's panel: n rounded up to Q8_PANEL. */
+const panelRows = (n: number) => Math.ceil(n / Q8_PANEL) * Q8_PANEL;
+
+/** A float vector zero-padded to the panel rows (biases of int8 linears: the GEMM reads whole panels). */
+const padToPanel = (v: Float32Array) => {
+  const out = new Float32Array(panelRows(v.length));
+  out.set(v);
+  return out;
+};
+
+/**
+ * int8 rows with per-row scale, in the kernels' panel layout (q8Offset; rows padded with zeros):
+ * lossless when the source was symmetric per-tensor int8.
+ */
+function quantizeRows(w: Weight): { q: Int8Array; scale: Float32Array; wsum: Int32Array; kp: number; np: number } {
   const { n, k, data } = w;
   const kp = pad16(k);
-  const q = new Int8Array(n * kp);
-  const scale = new Float32Array(n);
-  const wsum = new Int32Array(n);
+  const np = panelRows(n);
+  const q = new Int8Array(np * kp);
+  const scale = new Float32Array(np);
+  const wsum = new Int32Array(np);
   for (let r = 0; r < n; r++) {
     const row = data.subarray(r * k, r * k + k);
     let s: number;
@@ -310,12 +326,12 @@ function quantizeRows(w: Weight): { q: Int8Array; scale: Float32Array; wsum: Int
     let sum = 0;
     for (let i = 0; i < k; i++) {
       const v = Math.max(-127, Math.min(127, Math.round(row[i] / s)));
-      q[r * kp + i] = v;
+      q[q8Offset(r, i, kp)] = v;
       sum += v;
     }
     wsum[r] = sum;
   }
-  return { q, scale, wsum, kp };
+  return { q, scale, wsum, kp, np };
 }
 
 function concatWeights(ws: Weight[]): Weight {
@@ -410,9 +426,9 @@ export function packBertWasm(onnxBytes: Uint8Array, options: PackOptions = {}): 
     const r = quantizeRows({ data: t.data, n: t.dims[0], k: t.dims[1], sourceScale: t.sourceScale });
     return {
       rows: t.dims[0], k: t.dims[1], kp: r.kp,
-      weight: w.add("i8", [t.dims[0], r.kp], r.q),
-      scale: w.add("f32", [t.dims[0]], r.scale),
-      wsum: w.add("i32", [t.dims[0]], r.wsum),
+      weight: w.add("i8", [r.np, r.kp], r.q),
+      scale: w.add("f32", [r.np], r.scale),
+      wsum: w.add("i32", [r.np], r.wsum),
     };
   };
   const eps = (gamma: string) => {
@@ -430,16 +446,17 @@ export function packBertWasm(onnxBytes: Uint8Array, options: PackOptions = {}): 
   const tokenType = g.has(`${p}embeddings.token_type_embeddings.weight`) ? table(`${p}embeddings.token_type_embeddings.weight`) : undefined;
   const embNorm = norm(`${p}embeddings.LayerNorm`);
   const hidden = word.k;
+  if (hidden % 4) throw new BertWasmUnsupportedError(`hidden size ${hidden} is not a multiple of 4`);
 
   // --- encoder --------------------------------------------------------------------------------
   const q8 = (weight: Weight, bias: Float32Array): Q8Linear => {
     const r = quantizeRows(weight);
     return {
       n: weight.n, k: weight.k, kp: r.kp,
-      weight: w.add("i8", [weight.n, r.kp], r.q),
-      scale: w.add("f32", [weight.n], r.scale),
-      wsum: w.add("i32", [weight.n], r.wsum),
-      bias: w.add("f32", [weight.n], bias),
+      weight: w.add("i8", [r.np, r.kp], r.q),
+      scale: w.add("f32", [r.np], r.scale),
+      wsum: w.add("i32", [r.np], r.wsum),
+      bias: w.add("f32", [r.np], padToPanel(bias)),
     };
   };
   const q8Linear = (biasName: string): Q8Linear => {
@@ -498,7 +515,7 @@ export function packBertWasm(onnxBytes: Uint8Array, options: PackOptions = {}): 
     }
     if (maxDiff > 1e-6 * Math.max(1, maxAbs)) throw new BertWasmUnsupportedError("unsupported: MLM decoder not tied to the word embeddings");
     const transformAct: Activation = activation;
-    head = { kind: "mlm", transform: q8Linear(tName), transformActivation: transformAct, transformNorm: norm(tNorm), decoderBias: w.add("f32", [dec.bias.length], dec.bias) };
+    head = { kind: "mlm", transform: q8Linear(tName), transformActivation: transformAct, transformNorm: norm(tNorm), decoderBias: w.add("f32", [panelRows(dec.bias.length)], padToPanel(dec.bias)) };
     architecture = `${cap}ForMaskedLM`;
   } else if (g.has("qa_outputs.bias")) {
     head = { kind: "qa", classifier: f32Linear("qa_outputs.bias") };
