@@ -36,7 +36,7 @@ export interface KernelExports {
   quantize_rows(x: number, rows: number, k: number, xstride: number, q: number, kp: number, scales: number, zps: number): void;
   gemm_q8(a: number, ascale: number, azp: number, m: number, kp: number, w: number, wscale: number, wsum: number, bias: number, n: number, out: number, ostride: number, res: number, act: number): void;
   linear_f32(x: number, m: number, k: number, xstride: number, w: number, bias: number, n: number, out: number, ostride: number, act: number): void;
-  attention(qkv: number, s: number, h: number, heads: number, mask: number, ctx: number, scratch: number): void;
+  attention(qkv: number, s: number, h: number, heads: number, mask: number, ctx: number, scratch: number, queries: number): void;
   attention_scratch(s: number, h: number, heads: number): number;
 }
 
@@ -246,16 +246,31 @@ export class BertWasmSession implements Session {
       x.quantize_rows(input, rows, k, k, q8, l.kp, ascale, azp);
       x.gemm_q8(q8, ascale, azp, rows, l.kp, this.p(l.weight), this.p(l.scale), this.p(l.wsum), this.p(l.bias), l.n, out, l.n, residual, act);
     };
-    for (const layer of m.encoder) {
+    // Sequence and multiple-choice heads read only the first token of each sequence: the last layer
+    // computes every key and value but only that query, and its rows alone from there on (same bits:
+    // every kernel works row by row).
+    const firstTokenOnly = head.kind === "sequence" || head.kind === "multiple-choice";
+    let rows = T;
+    for (const [index, layer] of m.encoder.entries()) {
+      const last = firstTokenOnly && index === m.encoder.length - 1;
       gemm(hid, T, H, layer.qkv, qkv);
       for (let s = 0; s < seqs; s++) {
-        x.attention(qkv + s * seq * 3 * H * F32, seq, H, m.heads, mask + s * seq * 4, ctx + s * seq * H * F32, scores);
+        x.attention(qkv + s * seq * 3 * H * F32, seq, H, m.heads, mask + s * seq * 4, ctx + s * seq * H * F32, scores, last ? 1 : seq);
       }
-      gemm(ctx, T, H, layer.attnOut, hid, hid);
-      this.norm(hid, T, H, layer.attnNorm);
-      gemm(hid, T, H, layer.ffnIn, ffn, 0, 0); x.activate(ffn, T * I, ACT[m.activation]);
-      gemm(ffn, T, I, layer.ffnOut, hid, hid);
-      this.norm(hid, T, H, layer.ffnNorm);
+      if (last) {
+        const f32 = new Float32Array(x.memory.buffer);
+        for (let s = 1; s < seqs; s++) {
+          f32.copyWithin((ctx >> 2) + s * H, (ctx >> 2) + s * seq * H, (ctx >> 2) + s * seq * H + H);
+          f32.copyWithin((hid >> 2) + s * H, (hid >> 2) + s * seq * H, (hid >> 2) + s * seq * H + H);
+        }
+        rows = seqs;
+      }
+      gemm(ctx, rows, H, layer.attnOut, hid, hid);
+      this.norm(hid, rows, H, layer.attnNorm);
+      gemm(hid, rows, H, layer.ffnIn, ffn); // GELU / ReLU in its own pass: faster than in the GEMM's epilogue
+      x.activate(ffn, rows * I, ACT[m.activation]);
+      gemm(ffn, rows, I, layer.ffnOut, hid, hid);
+      this.norm(hid, rows, H, layer.ffnNorm);
     }
 
     const read = (ptr: number, n: number) => new Float32Array(x.memory.buffer, ptr, n).slice();
@@ -263,8 +278,8 @@ export class BertWasmSession implements Session {
     const linear = (input: number, rows: number, stride: number, l: F32Linear, out: number, act: number) =>
       x.linear_f32(input, rows, l.k, stride, this.p(l.weight), this.p(l.bias), l.n, out, l.n, act);
     const pool = (l: F32Linear, act: number) => {
-      // First token of every sequence.
-      linear(hid, seqs, seq * H, l, pooled, act);
+      // First token of every sequence (already gathered when rows === seqs).
+      linear(hid, seqs, rows === T ? seq * H : H, l, pooled, act);
     };
     const outputs: Outputs = {};
     switch (head.kind) {

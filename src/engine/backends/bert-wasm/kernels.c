@@ -444,6 +444,8 @@ int attention_scratch(int s, int h, int heads) {
  * Self-attention for one sequence of s tokens, on 16-bit integer dot products (i32x4.dot_i16x8_s:
  * twice the multiply rate of f32 SIMD, the same in both builds). qkv: [s][3h] (q | k | v), mask: [s]
  * (0 = padding key), ctx: [s][h], scratch: attention_scratch(s, h, heads) bytes, 16-byte aligned.
+ * Only the first `queries` query rows (1..s) are computed (ctx rows beyond are left as they were):
+ * a classifier's last layer needs just the first token's. Each row's result is the same either way.
  * Per head: Q and K per row (13 to 14 bits), V per channel (over the keys that can be attended to, 13
  * bits) symmetric;
  * scores f32 (1/sqrt(d) folded into Q's scale), softmax f32; the unnormalised probabilities
@@ -453,8 +455,9 @@ int attention_scratch(int s, int h, int heads) {
  * padded length: padded keys add exact zeros, so padding a sequence does not change its bits.
  */
 EXPORT(attention)
-void attention(const float* qkv, int s, int h, int heads, const int32_t* mask, float* ctx, uint8_t* scratch) {
+void attention(const float* qkv, int s, int h, int heads, const int32_t* mask, float* ctx, uint8_t* scratch, int queries) {
   const int hd = h / heads, hd8 = round_up(hd, 8), hd4 = round_up(hd, 4), s2 = round_up(s, 2), s4 = round_up(s, 4), sp = round_up(s, 8);
+  const int nq = queries < s ? queries : s, nq2 = round_up(nq, 2);
   const int stride = 3 * h;
   int16_t* qq = (int16_t*)scratch;
   int16_t* kq = qq + s2 * hd8;
@@ -481,8 +484,8 @@ void attention(const float* qkv, int s, int h, int heads, const int32_t* mask, f
     const float* q0 = qkv + hh * hd;
     const float* k0 = qkv + h + hh * hd;
     const float* v0 = qkv + 2 * h + hh * hd;
-    for (int i = 0; i < s2; i++) {
-      if (i < s) qs[i] = quantize_i16(q0 + (long)i * stride, 1, hd, hd8, qq + (long)i * hd8, qkmax) * scale;
+    for (int i = 0; i < nq2; i++) {
+      if (i < nq) qs[i] = quantize_i16(q0 + (long)i * stride, 1, hd, hd8, qq + (long)i * hd8, qkmax) * scale;
       else {
         for (int d = 0; d < hd8; d++) qq[(long)i * hd8 + d] = 0;
         qs[i] = 0.0f;
@@ -520,8 +523,8 @@ void attention(const float* qkv, int s, int h, int heads, const int32_t* mask, f
       const float* vj = v0 + (long)j * stride;
       for (int d = 0; d < hd; d++) vt[(long)d * sp + j] = (int16_t)(__builtin_bit_cast(int32_t, vj[d] * vinv[d] + ROUND_MAGIC) - ROUND_MAGIC_BITS);
     }
-    for (int i0 = 0; i0 < s; i0 += QBLOCK) {
-      const int rows = s - i0 < QBLOCK ? s - i0 : QBLOCK;
+    for (int i0 = 0; i0 < nq; i0 += QBLOCK) {
+      const int rows = nq - i0 < QBLOCK ? nq - i0 : QBLOCK;
       const int rows2 = round_up(rows, 2);
       /* scores = Q K^T (scaled, base 2), 2 queries x 4 keys at a time; masked keys -3e38; row maxima */
       const v128_t neg = wasm_f32x4_splat(-3.0e38f);
