@@ -6,6 +6,10 @@
  * fresh process: model bytes in memory → session → first answer (16 tokens).
  *
  *   tsx bench/engine.ts --runtime web|node|bert-wasm --threads 1|N|default [--spin on|off] --model DIR [--inproc] [--iters 30,20,8]
+
+With `--runtime bert-wasm`, an onnxruntime-web session (1 thread) on the same graph runs too, taking
+turns with bert-wasm run by run (`vsWeb`): the ratio of the two comes from one process under the same
+load (after the cold start and heap figures, which are bert-wasm's alone).
  *
  * (`--spin off`: onnxruntime-node's pool threads sleep between parallel sections, as bert-edge's native
  * backend runs them; ORT's default, and this script's, is on.)
@@ -78,12 +82,16 @@ let run: (b: Batch) => Promise<unknown>;
 let release: () => Promise<void>;
 const coldBatch = batchOf(textsOfLength(tokenizer, 16, 1, 16));
 let coldMs: number;
+let packedBytes: number | undefined;
+let bertWasmHeap = () => 0;
 if (bertWasm) {
   const { loadBertWasmBackend } = await import("../src/engine/backends/bert-wasm/node.ts");
   const { packBertWasm } = await import("../src/engine/backends/bert-wasm/pack.ts");
   const packed = packBertWasm(graph);
+  packedBytes = packed.byteLength;
   const t0 = performance.now();
   const s = await (await loadBertWasmBackend({ log: () => {} })).createSession(packed);
+  bertWasmHeap = () => (s as unknown as { memoryBytes: number }).memoryBytes;
   await s.run(coldBatch);
   coldMs = performance.now() - t0;
   run = (b) => s.run(b);
@@ -141,7 +149,13 @@ async function loadInProcess() {
 const { textClassification } = await import("../src/tasks/text-classification.ts");
 const { timedModel } = await import("../src/http/app.ts");
 
+// bert-wasm's comparison partner, interleaved run by run (created after the cold start above).
+const webPartner = bertWasm ? await ort.InferenceSession.create(graph, sessionOptions) : undefined;
+const vsWeb: Record<number, { bertWasm: Stat; web: Stat }> = {};
+
 const raw: Record<number, Stat> = {};
+/** Wasm heap right after the single 128-token runs (before the batch of 16 × 128). */
+let heapAt128: number | undefined;
 const batched: Record<number, number> = {};
 const inproc: Record<number, Stat & { split: Record<string, number>; overheadMs: number }> = {};
 for (const [k, len] of lengths.entries()) {
@@ -149,6 +163,7 @@ for (const [k, len] of lengths.entries()) {
   const texts = textsOfLength(tokenizer, len, 8, len + 2);
   // Raw and in-process interleaved, one of each per round, so that noise hits both alike.
   const rawMs: number[] = [];
+  const webMs: number[] = [];
   const taskMs: number[] = [];
   const splits: Record<string, number[]> = { tokenize: [], queue: [], run: [], decode: [] };
   const rounds = iters[k] + 2;
@@ -156,6 +171,12 @@ for (const [k, len] of lengths.entries()) {
     let start = performance.now();
     await session.run(one);
     if (i >= 2) rawMs.push(performance.now() - start);
+    if (webPartner) {
+      const feeds = { input_ids: new ort.Tensor("int64", one.inputIds, one.dims), attention_mask: new ort.Tensor("int64", one.attentionMask, one.dims), token_type_ids: new ort.Tensor("int64", one.tokenTypeIds, one.dims) };
+      start = performance.now();
+      await webPartner.run(feeds);
+      if (i >= 2) webMs.push(performance.now() - start);
+    }
     if (!inprocModel) continue;
     const timed = timedModel(inprocModel);
     start = performance.now();
@@ -167,6 +188,8 @@ for (const [k, len] of lengths.entries()) {
     splits.decode.push(total - timed.spent.tokenize - timed.spent.queue - timed.spent.run);
   }
   raw[len] = stat(rawMs);
+  if (len === 128 && bertWasm) heapAt128 = bertWasmHeap();
+  if (webPartner) vsWeb[len] = { bertWasm: raw[len], web: stat(webMs) };
   if (inprocModel) {
     const split = Object.fromEntries(Object.entries(splits).map(([key, xs]) => [key, median(xs)]));
     inproc[len] = { ...stat(taskMs), split, overheadMs: split.tokenize + split.queue + split.decode };
@@ -215,9 +238,10 @@ if (inprocModel) {
   }
 }
 await session.release();
+await webPartner?.release();
 
 console.log(
   "RESULT " +
-    JSON.stringify({ runtime: values.runtime, threads: effectiveThreads, coldMs, raw, batched, inproc: inprocModel ? inproc : undefined, int8Merge, peakRss: peakRss(), wasmHeap: wasmHeap() }),
+    JSON.stringify({ runtime: values.runtime, threads: effectiveThreads, coldMs, packedBytes, heapAt128, raw, vsWeb: webPartner ? vsWeb : undefined, batched, inproc: inprocModel ? inproc : undefined, int8Merge, peakRss: peakRss(), wasmHeap: wasmHeap() }),
 );
 process.exit(0);

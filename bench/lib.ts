@@ -91,13 +91,14 @@ export interface HttpResult {
   serverTiming?: string;
 }
 
-/** One POST on a keep-alive connection. */
-export function post(url: string, body: string, maxSockets = 1): Promise<HttpResult> {
+/** One POST (or, without a body, GET) on a keep-alive connection. */
+export function post(url: string, body: string | undefined, maxSockets = 1): Promise<HttpResult> {
   let agent = agents.get(maxSockets);
   if (!agent) agents.set(maxSockets, (agent = new http.Agent({ keepAlive: true, maxSockets })));
   const start = performance.now();
   return new Promise((ok, fail) => {
-    const req = http.request(url, { method: "POST", agent, headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) } }, (res) => {
+    const headers = body === undefined ? {} : { "content-type": "application/json", "content-length": Buffer.byteLength(body) };
+    const req = http.request(url, { method: body === undefined ? "GET" : "POST", agent, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on("data", (c) => chunks.push(c));
       res.on("end", () =>

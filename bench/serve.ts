@@ -3,7 +3,11 @@
  * the response cache off so every request runs the model) or the baseline, an @xenova/transformers
  * 2.17.2 text-classification pipeline behind the same kind of Hono app.
  *
- *   tsx bench/serve.ts --impl bert-edge|xenova --backend wasm|native --models DIR [--batching on|off] [--threads N] [--spin on|off] [--queue JSON]
+ *   tsx bench/serve.ts --impl bert-edge|xenova|null --backend wasm|native|bert-wasm --models DIR [--batching on|off] [--threads N] [--spin on|off] [--queue JSON]
+
+`--impl null` is the transport floor: a bare node:http server that reads the body and answers a fixed
+classification, so that the client's round trip on loopback (kernel, Node's HTTP parser, the client)
+can be told apart from what a server does.
  *
  * Prints `LISTENING <port>` once it answers; `GET /__bench` gives its wasm heap, and bert-edge's queue
  * counters per loaded model (`GET /__bench?model=ID`).
@@ -33,7 +37,7 @@ async function bertEdge() {
   const { ModelRegistry } = await import("../src/engine/registry.ts");
   const { createApp } = await import("../src/http/app.ts");
   const { openStorage } = await import("../src/storage/open.ts");
-  const backend = await createBackend(values.backend as "wasm" | "native", values.threads ? Number(values.threads) : undefined, {
+  const backend = await createBackend(values.backend as "wasm" | "native" | "bert-wasm", values.threads ? Number(values.threads) : undefined, {
     spinning: values.spin === "on",
   });
   const registry = new ModelRegistry(openStorage(models, process.env), backend, {
@@ -66,17 +70,33 @@ async function xenova() {
   return app;
 }
 
-const inner = values.impl === "xenova" ? await xenova() : await bertEdge();
-const app = new Hono();
-app.get("/__bench", async (c) => {
-  const id = c.req.query("model");
-  const queue = id ? await queueStats(id) : undefined;
-  return c.json({ wasmHeap: wasmHeap(), queue: queue && { ...queue.stats, ...queue.waits } });
-});
-app.get("/health", (c) => c.json({ status: "ok" }));
-app.all("*", (c) => inner.fetch(c.req.raw));
-const server = serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" });
-server.once("listening", () => {
-  const address = server.address();
-  console.log(`LISTENING ${typeof address === "object" && address ? address.port : 0}`);
-});
+function listening(server: import("node:net").Server) {
+  server.once("listening", () => {
+    const address = server.address();
+    console.log(`LISTENING ${typeof address === "object" && address ? address.port : 0}`);
+  });
+}
+
+if (values.impl === "null") {
+  const { createServer } = await import("node:http");
+  const answer = JSON.stringify([{ label: "LABEL_0", score: 1 }]);
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      res.writeHead(200, { "content-type": "application/json" });
+      res.end(req.url === "/__bench" ? JSON.stringify({ wasmHeap: 0 }) : answer);
+    });
+  });
+  server.listen(0, "127.0.0.1");
+  listening(server);
+} else {
+  // The bench routes join the served app itself: no wrapping app in front of it.
+  const app: Hono = values.impl === "xenova" ? await xenova() : ((await bertEdge()) as unknown as Hono);
+  app.get("/__bench", async (c) => {
+    const id = c.req.query("model");
+    const queue = id ? await queueStats(id) : undefined;
+    return c.json({ wasmHeap: wasmHeap(), queue: queue && { ...queue.stats, ...queue.waits } });
+  });
+  if (values.impl === "xenova") app.get("/health", (c) => c.json({ status: "ok" }));
+  listening(serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }) as import("node:net").Server);
+}

@@ -98,7 +98,7 @@ describe("the same answers on workerd, Deno and Node", { timeout: 300_000 }, () 
   test("Deno", async () => {
     const port = await freePort();
     const deno = await startProcess("npx", ["deno", "run", "-A", "src/runtimes/deno.ts"], {
-      env: { MODELS: FIXTURES_DIR, PORT: String(port) },
+      env: { MODELS: FIXTURES_DIR, PORT: String(port), BACKEND: "wasm" },
       url: `http://127.0.0.1:${port}/health`,
     });
     stops.push(deno.stop);
@@ -126,7 +126,7 @@ describe("the same answers on workerd, Deno and Node", { timeout: 300_000 }, () 
     writeFileSync(pairs, JSON.stringify(fixtureFiles()));
     await runCommand("npx", ["wrangler", "r2", "bulk", "put", "bert-edge-models", "--filename", pairs, "--local", "--persist-to", state], env);
     const port = await freePort();
-    const dev = await startProcess("npx", ["wrangler", "dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state], {
+    const dev = await startProcess("npx", ["wrangler", "dev", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, "--var", "BACKEND:wasm"], {
       env,
       url: `http://127.0.0.1:${port}/health`,
       timeoutMs: 120_000,

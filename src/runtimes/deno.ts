@@ -1,7 +1,8 @@
 /**
  * Deno entry point: `deno run -A src/runtimes/deno.ts` serves the models at $MODELS (a folder,
  * s3://bucket/prefix or an https:// base URL; default: the embedded models) on $PORT, with
- * $BACKEND: wasm (onnxruntime-web, one thread, as at the edge; the default) or bert-wasm.
+ * $BACKEND: bert-wasm (the default: bert-edge's own int8 encoder, onnxruntime-web for models it cannot
+ * run, with a log line) or wasm (onnxruntime-web, one thread, as at the edge).
  */
 import { ModelRegistry } from "../engine/registry.ts";
 import { createApp } from "../http/app.ts";
@@ -16,7 +17,7 @@ declare const Deno: {
 const env = Deno.env.toObject();
 
 const models = env.MODELS ?? new URL("../../models", import.meta.url).pathname;
-const backend = await createBackend((env.BACKEND ?? "wasm") as BackendName);
+const backend = await createBackend((env.BACKEND ?? "bert-wasm") as BackendName);
 const registry = new ModelRegistry(openStorage(models, env), backend);
 const app = createApp({ registry });
 Deno.serve({ port: Number(env.PORT ?? 8787), hostname: env.HOST ?? "127.0.0.1", onListen: ({ port }) => console.log(`bert-edge (Deno): ${models} on http://localhost:${port}`) }, app.fetch);

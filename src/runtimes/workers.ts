@@ -24,9 +24,9 @@ interface Env {
   /** Optional memory budget for loaded models, in MiB (default keeps the isolate under 128 MB). */
   MEMORY_BUDGET_MB?: string;
   /**
-   * "wasm" (default): onnxruntime-web. "bert-wasm": bert-edge's own int8 encoder for models packed
-   * with `bert-edge pack --bert-wasm` (no ONNX conversion here: protobufjs code generation is not
-   * allowed in workerd), onnxruntime-web with a log line for the others.
+   * "bert-wasm" (default): bert-edge's own int8 encoder for models packed with `bert-edge pack
+   * --bert-wasm` (no ONNX conversion here: protobufjs code generation is not allowed in workerd),
+   * onnxruntime-web with a log line for the others. "wasm": onnxruntime-web for every model.
    */
   BACKEND?: string;
 }
@@ -46,7 +46,7 @@ let app: ReturnType<typeof createApp> | undefined;
 
 function backendFor(env: Env): Backend {
   const ortWeb = new OrtBackend("wasm", ort, { executionProviders: ["wasm"] });
-  const name = env.BACKEND ?? "wasm";
+  const name = env.BACKEND ?? "bert-wasm";
   if (name === "wasm") return ortWeb;
   if (name === "bert-wasm") return new BertWasmOrOrt(createBertWasmBackend(bertSimd128, { relaxed: bertRelaxed }), ortWeb);
   throw new Error(`BACKEND=${name}: want wasm or bert-wasm`);

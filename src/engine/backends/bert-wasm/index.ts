@@ -189,6 +189,11 @@ export class BertWasmSession implements Session {
     new Uint8Array(this.x.memory.buffer, this.weights, data.byteLength).set(data);
   }
 
+  /** Bytes of this session's wasm memory (weights, scratch, the module's stack and data); it never shrinks. */
+  get memoryBytes(): number {
+    return this.x.memory.buffer.byteLength;
+  }
+
   private ensure(bytes: number) {
     const have = this.x.memory.buffer.byteLength;
     if (bytes > have) this.x.memory.grow(Math.ceil((bytes - have) / 65536));
