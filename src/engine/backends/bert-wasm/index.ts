@@ -66,19 +66,23 @@ async function instantiate(k: Kernels): Promise<KernelExports> {
  * 0..127, several zero points, K = 48 to cover several 16-lane steps, ragged M and N to cover the tile edges) against an
  * exact integer reference computed here (weights written in the panel layout, format.ts q8Offset). Returns an error description, or null when it is right.
  */
+/** Byte offset of activation (row, k) in quantize_rows' output (kernels.c A8_OFFSET): groups of 4 rows. */
+const a8Offset = (row: number, k: number, kp: number) => Math.floor(row / 4) * 4 * kp + Math.floor(k / 4) * 16 + (row % 4) * 4 + (k % 4);
+
 export function selfTest(x: KernelExports): string | null {
-  const M = 5, N = 7, NP = 8, K = 48;
+  const M = 5, MP = 8, N = 7, NP = 8, K = 48;
   const base = (x.__heap_base.value as number + 63) & ~63;
-  const need = base + M * K + NP * K + 4 * (2 * M + 3 * NP + M * N) + 1024;
+  const need = base + MP * K + NP * K + 4 * (2 * M + 3 * NP + M * N) + 1024;
   if (x.memory.buffer.byteLength < need) x.memory.grow(Math.ceil((need - x.memory.buffer.byteLength) / 65536));
   const mem = x.memory.buffer;
-  const aP = base, wP = aP + M * K, asP = wP + NP * K, zP = asP + 4 * M, wsP = zP + 4 * M, sumP = wsP + 4 * NP, bP = sumP + 4 * NP, oP = bP + 4 * NP;
-  const a = new Uint8Array(mem, aP, M * K), w = new Int8Array(NP * K), packed = new Int8Array(mem, wP, NP * K);
+  const aP = base, wP = aP + MP * K, asP = wP + NP * K, zP = asP + 4 * M, wsP = zP + 4 * M, sumP = wsP + 4 * NP, bP = sumP + 4 * NP, oP = bP + 4 * NP;
+  const a = new Uint8Array(M * K), w = new Int8Array(NP * K), aPacked = new Uint8Array(mem, aP, MP * K), packed = new Int8Array(mem, wP, NP * K);
   let seed = 12345;
   const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8);
   for (let i = 0; i < a.length; i++) a[i] = i % 11 === 0 ? 127 : i % 17 === 0 ? 0 : rnd() % 128;
   for (let i = 0; i < N * K; i++) w[i] = i % 7 === 0 ? -127 : i % 13 === 0 ? 127 : (rnd() % 255) - 127;
   for (let n = 0; n < NP; n++) for (let k = 0; k < K; k++) packed[q8Offset(n, k, K)] = w[n * K + k];
+  for (let m = 0; m < M; m++) for (let k = 0; k < K; k++) aPacked[a8Offset(m, k, K)] = a[m * K + k];
   new Float32Array(mem, asP, M).fill(1);
   const zp = new Int32Array(mem, zP, M);
   for (let m = 0; m < M; m++) zp[m] = [0, 64, 127, 3, 100][m];
@@ -226,7 +230,7 @@ export class BertWasmSession implements Session {
     };
     const ids = take(T * 4), types = take(T * 4), mask = take(T * 4);
     const hid = take(T * H * F32), qkv = take(T * 3 * H * F32), ctx = take(T * H * F32), ffn = take(T * I * F32);
-    const q8 = take(T * Kmax), ascale = take(T * F32), azp = take(T * 4), scores = take(this.x.attention_scratch(seq, H, m.heads));
+    const q8 = take(Math.ceil(T / 4) * 4 * Kmax), ascale = take(T * F32), azp = take(T * 4), scores = take(this.x.attention_scratch(seq, H, m.heads));
     const pooled = take(seqs * H * F32), pooled2 = take(seqs * H * F32);
     const headOut = take(mlm ? T * m.vocab * F32 : T * Math.max(H, 2, head.kind === "token" ? head.classifier.n : 0) * F32);
     this.ensure(at);

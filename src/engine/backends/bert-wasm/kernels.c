@@ -5,8 +5,10 @@
  * kernels live here; the layer loop, heads and memory plan are TypeScript.
  *
  * Quantized GEMM contract (both builds produce bit-identical results):
- *   activations a: uint8 [M][kp], 7-bit asymmetric per row: q = clamp(round(x / s) + z, 0, 127) with
- *                  s = (max - min) / 127 over the row (range widened to contain 0), z = round(-min / s)
+ *   activations a: uint8, M rows of kp, 7-bit asymmetric per row: q = clamp(round(x / s) + z, 0, 127)
+ *                  with s = (max - min) / 127 over the row (range widened to contain 0), z = round(-min / s);
+ *                  in groups of 4 rows (A8_OFFSET; M rounded up to 4 in the buffer): one 16-byte load
+ *                  holds 4 consecutive k of the group's 4 rows
  *   weights     w: int8 -127..127, N rows (output channels) of kp, in panels of 8 rows (N padded to a
  *                  multiple of 8 with zero rows): element (n, k) is at Q8_OFFSET(n, k, kp), so that
  *                  one 16-byte load holds 4 consecutive k of 4 consecutive rows; per-row scale ws[n],
@@ -20,6 +22,8 @@
 #include <wasm_simd128.h>
 
 #define EXPORT(name) __attribute__((export_name(#name)))
+/* Byte offset of activation (r, k) in quantize_rows' output. */
+#define A8_OFFSET(r, k, kp) (((long)(r) >> 2) * 4 * (kp) + ((k) >> 2) * 16 + ((r) & 3) * 4 + ((k) & 3))
 /* Byte offset of int8 weight (n, k) in the panel layout (format.ts q8Offset is the same). */
 #define Q8_OFFSET(n, k, kp) (((long)(n) >> 3) * 8 * (kp) + ((k) >> 2) * 32 + (((n) & 7) >> 2) * 16 + ((n) & 3) * 4 + ((k) & 3))
 #define INLINE static inline __attribute__((always_inline))
@@ -216,7 +220,7 @@ EXPORT(quantize_rows)
 void quantize_rows(const float* x, int rows, int k, int xstride, uint8_t* q, int kp, float* scales, int32_t* zps) {
   for (int r = 0; r < rows; r++) {
     const float* xr = x + (long)r * xstride;
-    uint8_t* qr = q + (long)r * kp;
+    uint8_t* qr = q + A8_OFFSET(r, 0, kp); /* k at qr + (k / 4) * 16 + k % 4 */
     /* range [lo, hi], always containing 0 */
     v128_t vlo = wasm_f32x4_splat(0.0f), vhi = wasm_f32x4_splat(0.0f);
     int i = 0;
@@ -246,14 +250,19 @@ void quantize_rows(const float* x, int rows, int k, int xstride, uint8_t* q, int
     for (i = 0; i + 16 <= k; i += 16) {
       v128_t a = wasm_i16x8_narrow_i32x4(QV(xr + i), QV(xr + i + 4));
       v128_t b = wasm_i16x8_narrow_i32x4(QV(xr + i + 8), QV(xr + i + 12));
-      wasm_v128_store(qr + i, wasm_u8x16_min(wasm_u8x16_narrow_i16x8(a, b), top));
+      v128_t v = wasm_u8x16_min(wasm_u8x16_narrow_i16x8(a, b), top);
+      uint8_t* o = qr + (i >> 2) * 16;
+      wasm_v128_store32_lane(o, v, 0);
+      wasm_v128_store32_lane(o + 16, v, 1);
+      wasm_v128_store32_lane(o + 32, v, 2);
+      wasm_v128_store32_lane(o + 48, v, 3);
     }
 #undef QV
     for (; i < k; i++) {
       int32_t v = __builtin_bit_cast(int32_t, xr[i] * inv + ROUND_MAGIC) - (ROUND_MAGIC_BITS - zp);
-      qr[i] = (uint8_t)(v < 0 ? 0 : v > 127 ? 127 : v);
+      qr[(i >> 2) * 16 + (i & 3)] = (uint8_t)(v < 0 ? 0 : v > 127 ? 127 : v);
     }
-    for (; i < kp; i++) qr[i] = (uint8_t)zp;
+    for (; i < kp; i++) qr[(i >> 2) * 16 + (i & 3)] = (uint8_t)zp;
   }
 }
 
@@ -284,9 +293,10 @@ INLINE v128_t gemm_epilogue(v128_t acc, int32_t azp, float ascale, v128_t ws, v1
 
 /**
  * out[m][n] = act((sum_k w[n][k] a[m][k] - azp[m] wsum[n]) ascale[m] wscale[n] + bias[n] (+ res[m][n])).
- * Tiles of 4 rows x 8 columns (one weight panel): per 4 k, two 16-byte weight loads and four 4-byte
- * activation broadcasts feed 8 accumulators whose lanes are already per-column sums (no horizontal
- * reduction), then a vector epilogue (activation fused). A last panel with fewer than 8 columns goes
+ * Tiles of 4 rows x 8 columns (one row group, one weight panel): per 4 k, three 16-byte loads (two of
+ * weights, one of the 4 rows' activations, splat lane by lane) feed 8 accumulators whose lanes are
+ * already per-column sums (no horizontal reduction), then a vector epilogue (activation fused). Few
+ * loads matter where the engine bounds-checks each one (Deno, workerd). A last panel with fewer than 8 columns goes
  * through a small buffer. res may alias out (read before written).
  */
 EXPORT(gemm_q8)
@@ -302,25 +312,23 @@ void gemm_q8(const uint8_t* a, const float* ascale, const int32_t* azp, int m, i
       const v128_t sum0 = wasm_v128_load(wsum + j), sum1 = wasm_v128_load(wsum + j + 4);
       const v128_t b0 = wasm_v128_load(bias + j), b1 = wasm_v128_load(bias + j + 4);
       for (int i = m0; i < m1; i += 4) {
-        /* rows past m1 repeat row i: computed, never stored */
-        const uint8_t* a0 = a + (long)i * kp;
-        const uint8_t* a1 = i + 1 < m1 ? a0 + kp : a0;
-        const uint8_t* a2 = i + 2 < m1 ? a0 + 2 * kp : a0;
-        const uint8_t* a3 = i + 3 < m1 ? a0 + 3 * kp : a0;
+        /* rows of the group past m1 (padding of the activation buffer): computed, never stored */
+        const uint8_t* ap = a + A8_OFFSET(i, 0, kp);
+        const uint8_t* end = ap + 4 * kp;
         v128_t c00 = wasm_i32x4_splat(0), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
         const int8_t* wp = panel;
-        for (int k = 0; k < kp; k += 4, wp += 32) {
-          v128_t w0 = wasm_v128_load(wp), w1 = wasm_v128_load(wp + 16);
-          v128_t x = wasm_v128_load32_splat(a0 + k);
+        for (; ap < end; ap += 16, wp += 32) {
+          v128_t w0 = wasm_v128_load(wp), w1 = wasm_v128_load(wp + 16), rows4 = wasm_v128_load(ap);
+          v128_t x = wasm_i32x4_shuffle(rows4, rows4, 0, 0, 0, 0);
           c00 = dot4x4(w0, x, c00);
           c01 = dot4x4(w1, x, c01);
-          x = wasm_v128_load32_splat(a1 + k);
+          x = wasm_i32x4_shuffle(rows4, rows4, 1, 1, 1, 1);
           c10 = dot4x4(w0, x, c10);
           c11 = dot4x4(w1, x, c11);
-          x = wasm_v128_load32_splat(a2 + k);
+          x = wasm_i32x4_shuffle(rows4, rows4, 2, 2, 2, 2);
           c20 = dot4x4(w0, x, c20);
           c21 = dot4x4(w1, x, c21);
-          x = wasm_v128_load32_splat(a3 + k);
+          x = wasm_i32x4_shuffle(rows4, rows4, 3, 3, 3, 3);
           c30 = dot4x4(w0, x, c30);
           c31 = dot4x4(w1, x, c31);
         }
