@@ -242,6 +242,6 @@ await webPartner?.release();
 
 console.log(
   "RESULT " +
-    JSON.stringify({ runtime: values.runtime, threads: effectiveThreads, coldMs, packedBytes, heapAt128, raw, vsWeb: webPartner ? vsWeb : undefined, batched, inproc: inprocModel ? inproc : undefined, int8Merge, peakRss: peakRss(), wasmHeap: wasmHeap() }),
+    JSON.stringify({ runtime: values.runtime, threads: effectiveThreads, coldMs, packedBytes, heapAt128, raw, vsWeb: webPartner ? vsWeb : undefined, batched, inproc: inprocModel ? inproc : undefined, int8Merge, peakRss: peakRss(), wasmHeap: bertWasm ? bertWasmHeap() : wasmHeap() }),
 );
 process.exit(0);
