@@ -201,7 +201,7 @@ async function startWorkerd(): Promise<Server & { cleanup: () => void }> {
   if (put.status !== 0) throw new Error(`wrangler r2 bulk put failed:\n${put.stdout}${put.stderr}`);
   const port = await freePort();
   const start = performance.now();
-  const child = spawn(wrangler, ["dev", "bench/worker.ts", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, "--var", "BACKEND:wasm"], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const child = spawn(wrangler, ["dev", "bench/worker.ts", "--port", String(port), "--ip", "127.0.0.1", "--persist-to", state, "--var", "BACKEND:wasm", "--var", "RESPONSE_CACHE:off"], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
   children.add(child);
   let out = "";
   child.stdout!.on("data", (d) => (out += d));

@@ -5,6 +5,7 @@ import { sha256Hex } from "../src/hash.ts";
 import { ModelRegistry } from "../src/engine/registry.ts";
 import { createApp } from "../src/http/app.ts";
 import { createBackend } from "../src/runtimes/backends.ts";
+import { startServer } from "../src/runtimes/node.ts";
 import { FIXTURES_DIR } from "./support/fixtures.ts";
 import { MemoryStorage } from "./support/memory-storage.ts";
 
@@ -149,6 +150,21 @@ describe("response cache", () => {
     const other = await post(app, "/models/s", { inputs: "A fine day.", parameters: { top_k: 1 } });
     assert.equal(other.headers.get("x-cache"), "MISS");
     assert.equal(counts.runs, 2);
+  });
+
+  test("`bert-edge serve --response-cache off`: a repeat is computed again (MISS), with its ETag still given", async () => {
+    const server = await startServer({ models: FIXTURES_DIR, port: 0, backend: "wasm", responseCache: false });
+    try {
+      const ask = () =>
+        fetch(`http://127.0.0.1:${server.port}/models/tiny-bert-sentiment`, { method: "POST", body: JSON.stringify({ inputs: "A fine day." }) });
+      const [first, second] = [await ask(), await ask()];
+      assert.deepEqual([first.headers.get("x-cache"), second.headers.get("x-cache")], ["MISS", "MISS"]);
+      assert.match(second.headers.get("server-timing")!, /run;dur=/);
+      assert.equal(second.headers.get("etag"), first.headers.get("etag"));
+      assert.equal(await second.text(), await first.text());
+    } finally {
+      await server.close();
+    }
   });
 
   test("identical inputs inside one batch are computed once", async () => {

@@ -23,12 +23,14 @@ export interface ServerOptions {
   backend: BackendName;
   /** Serve model_quantized.onnx where a folder has one (default true). */
   preferQuantized?: boolean;
+  /** Keep answers for repeated requests (default true). */
+  responseCache?: boolean;
 }
 
 export async function startServer(options: ServerOptions) {
   const backend = await createBackend(options.backend);
   const registry = new ModelRegistry(openStorage(options.models, process.env), backend, options);
-  const app = createApp({ registry });
+  const app = createApp({ registry, cache: options.responseCache === false ? false : undefined });
   const models = await registry.list();
   const server = serve({ fetch: app.fetch, port: options.port });
   await new Promise<void>((ok) => server.once("listening", ok));
@@ -55,7 +57,7 @@ export async function main(argv: string[]) {
 }
 
 const USAGE = `usage:
-  bert-edge serve [--models DIR|s3://bucket/prefix|https://...] [--port N] [--backend native|wasm|bert-wasm] [--fp32]
+  bert-edge serve [--models DIR|s3://bucket/prefix|https://...] [--port N] [--backend native|wasm|bert-wasm] [--fp32] [--response-cache on|off]
   bert-edge pack <export-dir> --out <dir> [--id org/name] [--version V] [--fp32]
   bert-edge quantize <in.onnx> <out.onnx> | <model-dir>
   bert-edge push <packed-dir>/<id>/<version> <dir|s3://bucket/prefix|r2://bucket/prefix> [--local]`;
@@ -78,13 +80,19 @@ async function run(argv: string[]) {
       port: { type: "string", default: process.env.PORT ?? "8787" },
       backend: { type: "string", default: "native" },
       fp32: { type: "boolean", default: false },
+      "response-cache": { type: "string", default: "on" },
     },
   });
+  if (!["on", "off"].includes(values["response-cache"]!)) {
+    console.error(USAGE);
+    process.exit(2);
+  }
   const { port, models } = await startServer({
     models: values.models!,
     port: Number(values.port),
     backend: values.backend as BackendName,
     preferQuantized: !values.fp32,
+    responseCache: values["response-cache"] === "on",
   });
   console.log(`bert-edge: ${models.length} models from ${values.models} on http://localhost:${port} (${values.backend} backend)`);
   for (const m of models) console.log(`  ${m.id}  ${m.task}  ${m.file}`);

@@ -29,6 +29,8 @@ interface Env {
    * onnxruntime-web with a log line for the others. "wasm": onnxruntime-web for every model.
    */
   BACKEND?: string;
+  /** "off": no response cache (answers are not kept in caches.default). */
+  RESPONSE_CACHE?: string;
 }
 
 const instantiate = WebAssembly.instantiate.bind(WebAssembly);
@@ -58,7 +60,7 @@ export default {
       registry: new ModelRegistry(new R2Storage(env.MODELS), backendFor(env), {
         memoryBudget: env.MEMORY_BUDGET_MB ? Number(env.MEMORY_BUDGET_MB) * 2 ** 20 : DEFAULT_MEMORY_BUDGET,
       }),
-      cache: new CacheApiCache((caches as unknown as { default: Cache }).default),
+      cache: env.RESPONSE_CACHE === "off" ? false : new CacheApiCache((caches as unknown as { default: Cache }).default),
     });
     return app.fetch(request, env, ctx as never);
   },
