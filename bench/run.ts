@@ -573,7 +573,9 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   out();
   out("- The machine is shared (2 cores; other engineers' jobs ran during this run): absolute figures carry their load, and the comparisons are only meaningful " +
     "because every server took turns on the same measurements. The HTTP overhead per request (client latency − the server's own run time) is mostly the " +
-    "cost of waking two processes (client and server) on busy cores; in process, bert-edge's tokenize + queue + decode is a fraction of a millisecond (tables above).");
+    "cost of waking two processes (client and server) on busy cores; in process, bert-edge's tokenize + queue + decode is a fraction of a millisecond (tables above). " +
+    "The overhead targets count bert-edge's own share: that overhead less the transport floor, the same client's round trip to a bare node:http server with a " +
+    "fixed answer (on workerd: GET /health through the same wrangler dev chain).");
   out("- \"default threads\" for onnxruntime-node is ORT's default intra-op pool (one thread per core). With the cores shared, it is often slower than one thread (raw table): " +
     "onnxruntime-node computes on the JS thread (synchronously, inside a setImmediate) plus its pool, whose spinning threads fight the load generator and the HTTP work for the " +
     `cores even between parallel sections. bert-edge's native backend runs ${NATIVE_THREADS} intra-op thread${NATIVE_THREADS > 1 ? "s" : ""} here, spinning off.`);

@@ -181,6 +181,32 @@ describe("request queue", () => {
     assert.deepEqual(calls.map(tagsOf), [[1], [2, 4, 5, 6], [3], [7]]);
   });
 
+  test("a request over the token budget runs in parts of whole rows, its outputs joined in order", async () => {
+    const calls: Batch[] = [];
+    const queue = new RequestQueue(async (batch) => {
+      calls.push(batch);
+      return {
+        ids: { data: Float32Array.from(batch.inputIds, Number), dims: batch.dims },
+        first: { data: Float32Array.from({ length: batch.dims[0] }, (_, r) => Number(batch.inputIds[r * (batch.inputIds.length / batch.dims[0])])), dims: [batch.dims[0]] },
+      };
+    }, 0, { maxBatchTokens: 20 });
+    // 7 rows of 2 choices x 3 tokens = 6 tokens a row: 3 rows a run (18 <= 20).
+    const rows = 7;
+    const batch = fakeBatch(0, 3, rows, 2);
+    batch.inputIds.forEach((_, i) => (batch.inputIds[i] = BigInt(100 + i)));
+    const timing = { queueMs: 0, runMs: 0, merged: 1 };
+    const out = await queue.run(batch, timing);
+    assert.deepEqual(calls.map((c) => c.dims), [[3, 2, 3], [3, 2, 3], [1, 2, 3]]);
+    assert.deepEqual(out.ids.dims, [rows, 2, 3]);
+    assert.deepEqual(Array.from(out.ids.data), Array.from(batch.inputIds, Number));
+    assert.deepEqual(Array.from(out.first.data), [100, 106, 112, 118, 124, 130, 136]);
+    assert.ok(timing.runMs >= 0 && timing.queueMs >= 0);
+    // Within the budget: one run, as given.
+    calls.length = 0;
+    await queue.run(fakeBatch(1, 3, 3, 2));
+    assert.deepEqual(calls.map((c) => c.dims), [[3, 2, 3]]);
+  });
+
   test("multiple-choice batches merge only with the same choice count", async () => {
     const { runner, calls, release } = gatedRunner();
     const queue = new RequestQueue(runner);

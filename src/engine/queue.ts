@@ -44,7 +44,12 @@ export interface QueueOptions {
    * costs the engine idle time, which must stay small against what merging saves.
    */
   gatherRatio?: number;
-  /** Most padded tokens (rows × choices × seq) one merged run may hold; a lone request may exceed it. */
+  /**
+   * Most padded tokens (rows × choices × seq) one run may hold (default 2048). A request past it runs
+   * in parts of whole rows (at least one each) whose outputs are joined back: the engine's memory
+   * grows with a run's tokens (onnxruntime's attention scores with their square), and a Worker has
+   * 128 MB.
+   */
   maxBatchTokens?: number;
   /** Most rows one merged run may hold. */
   maxBatchRows?: number;
@@ -180,6 +185,9 @@ export class RequestQueue {
   }
 
   run(batch: Batch, timing?: RunTiming): Promise<Outputs> {
+    const rows = batch.dims[0];
+    const perRow = batch.inputIds.length / Math.max(1, rows);
+    if (rows > 1 && rows * perRow > this.options.maxBatchTokens) return this.runInParts(batch, perRow, timing);
     const { maxQueued } = this.options;
     if (this.waiting.length >= maxQueued) {
       this.stats.rejected++;
@@ -201,6 +209,45 @@ export class RequestQueue {
     });
     this.pump();
     return pending;
+  }
+
+  /** An oversize request: its rows in parts under the token budget, in order; outputs joined on the first axis. */
+  private async runInParts(batch: Batch, perRow: number, timing?: RunTiming): Promise<Outputs> {
+    const rows = batch.dims[0];
+    const step = Math.max(1, Math.floor(this.options.maxBatchTokens / perRow));
+    const began = now();
+    const parts: Promise<Outputs>[] = [];
+    const partRows: number[] = [];
+    const timings: RunTiming[] = [];
+    for (let r = 0; r < rows; r += step) {
+      const end = Math.min(rows, r + step);
+      const slice = (a: BigInt64Array) => a.subarray(r * perRow, end * perRow);
+      const part: Batch = { dims: [end - r, ...batch.dims.slice(1)], inputIds: slice(batch.inputIds), attentionMask: slice(batch.attentionMask), tokenTypeIds: slice(batch.tokenTypeIds) };
+      const t: RunTiming = { queueMs: 0, runMs: 0, merged: 1 };
+      timings.push(t);
+      partRows.push(end - r);
+      parts.push(this.run(part, t));
+    }
+    const outputs = await Promise.all(parts);
+    if (timing) {
+      // The parts ran one after another: their runs, and the rest of the wall time waiting.
+      timing.runMs = timings.reduce((sum, t) => sum + t.runMs, 0);
+      timing.queueMs = Math.max(0, now() - began - timing.runMs);
+      timing.merged = Math.max(...timings.map((t) => t.merged));
+    }
+    const joined: Outputs = {};
+    for (const name of Object.keys(outputs[0])) {
+      const pieces = outputs.map((o) => o[name]);
+      if (pieces.some((p, i) => p.dims[0] !== partRows[i])) throw new Error(`output ${name} does not lead with the batch's rows: cannot join the parts of an oversize request`);
+      const data = new Float32Array(pieces.reduce((sum, p) => sum + p.data.length, 0));
+      let at = 0;
+      for (const p of pieces) {
+        data.set(p.data, at);
+        at += p.data.length;
+      }
+      joined[name] = { data, dims: [pieces.reduce((sum, p) => sum + p.dims[0], 0), ...pieces[0].dims.slice(1)] };
+    }
+    return joined;
   }
 
   private pump() {
