@@ -77,6 +77,13 @@ function batchOf(texts: string[]): Batch {
   return { dims: [texts.length, seq], inputIds: ids, attentionMask: mask, tokenTypeIds: new BigInt64Array(n) };
 }
 
+/** ORT feeds of a batch. */
+const toFeeds = (b: Batch) => ({
+  input_ids: new ort.Tensor("int64", b.inputIds, b.dims),
+  attention_mask: new ort.Tensor("int64", b.attentionMask, b.dims),
+  token_type_ids: new ort.Tensor("int64", b.tokenTypeIds, b.dims),
+});
+
 // Cold start: bytes in memory → session → first answer, in this fresh process (module compile included).
 let run: (b: Batch) => Promise<unknown>;
 let release: () => Promise<void>;
@@ -99,11 +106,6 @@ if (bertWasm) {
 } else {
   const t0 = performance.now();
   const s = await ort.InferenceSession.create(graph, sessionOptions);
-  const toFeeds = (b: Batch) => ({
-    input_ids: new ort.Tensor("int64", b.inputIds, b.dims),
-    attention_mask: new ort.Tensor("int64", b.attentionMask, b.dims),
-    token_type_ids: new ort.Tensor("int64", b.tokenTypeIds, b.dims),
-  });
   await s.run(toFeeds(coldBatch));
   coldMs = performance.now() - t0;
   run = (b) => s.run(toFeeds(b));
@@ -113,15 +115,6 @@ const session = { run, release };
 const effectiveThreads =
   values.runtime === "web" || bertWasm ? (bertWasm ? 1 : (ort.env.wasm.numThreads ?? 1)) : (threads ?? `default (${availableParallelism()} CPUs)`);
 
-/** ORT feeds (the int8-merge check below runs an fp32 graph on onnxruntime). */
-function feeds(texts: string[]) {
-  const b = batchOf(texts);
-  return {
-    input_ids: new ort.Tensor("int64", b.inputIds, b.dims),
-    attention_mask: new ort.Tensor("int64", b.attentionMask, b.dims),
-    token_type_ids: new ort.Tensor("int64", b.tokenTypeIds, b.dims),
-  };
-}
 
 type Stat = { median: number; p99: number; n: number };
 const stat = (ms: number[]): Stat => ({ median: median(ms), p99: p99(ms), n: ms.length });
@@ -172,9 +165,8 @@ for (const [k, len] of lengths.entries()) {
     await session.run(one);
     if (i >= 2) rawMs.push(performance.now() - start);
     if (webPartner) {
-      const feeds = { input_ids: new ort.Tensor("int64", one.inputIds, one.dims), attention_mask: new ort.Tensor("int64", one.attentionMask, one.dims), token_type_ids: new ort.Tensor("int64", one.tokenTypeIds, one.dims) };
       start = performance.now();
-      await webPartner.run(feeds);
+      await webPartner.run(toFeeds(one));
       if (i >= 2) webMs.push(performance.now() - start);
     }
     if (!inprocModel) continue;
@@ -222,7 +214,7 @@ if (inprocModel) {
     const blocker = inprocModel.run(batches[0]);
     const merged = (await Promise.all(batches.map((b) => inprocModel.run(b)))).map((o) => o.logits.data);
     await blocker;
-    const ref = fp32 ? await Promise.all(texts.map(async (t) => (await fp32.run(feeds([t]))).logits.data as Float32Array)) : undefined;
+    const ref = fp32 ? await Promise.all(texts.map(async (t) => (await fp32.run(toFeeds(batchOf([t])))).logits.data as Float32Array)) : undefined;
     const r: Record<string, number> = { requests: texts.length, maxScoreDiff: 0, maxLogitDiff: 0, flips: 0 };
     solo.forEach((s, i) => {
       r.maxScoreDiff = Math.max(r.maxScoreDiff, diff(softmax(s), softmax(merged[i])));

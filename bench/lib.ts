@@ -218,3 +218,19 @@ export function textSupply(tokenizer: BertTokenizer, lengths: number[], count: (
     return [...all.slice(from), ...all.slice(0, from)];
   };
 }
+
+/**
+ * Deterministic shuffles of 0..n-1 (an LCG seeded once): every call gives a fresh order, so that
+ * when servers take turns none always follows the same one.
+ */
+export function shuffler(seed: number): (n: number) => number[] {
+  return (n) => {
+    const order = Array.from({ length: n }, (_, i) => i);
+    for (let i = n - 1; i > 0; i--) {
+      seed = (seed * 1103515245 + 12345) >>> 0;
+      const j = (seed >>> 8) % (i + 1);
+      [order[i], order[j]] = [order[j], order[i]];
+    }
+    return order;
+  };
+}

@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, post, textSupply } from "./lib.ts";
+import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, post, textSupply, shuffler } from "./lib.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const { values } = parseArgs({
@@ -70,16 +70,7 @@ for (const threads of values.threads!.split(",")) {
     servers.push(await start(`${values.backend} ${threads} thr, ${queue === "off" ? "batching off" : `batching on ${queue}`}`, args));
   }
 }
-let seed = 7;
-const shuffled = () => {
-  const order = servers.map((_, i) => i);
-  for (let i = order.length - 1; i > 0; i--) {
-    seed = (seed * 1103515245 + 12345) >>> 0;
-    const j = (seed >>> 8) % (i + 1);
-    [order[i], order[j]] = [order[j], order[i]];
-  }
-  return order;
-};
+const order = shuffler(7);
 
 const rows: Record<string, Record<string, string>> = Object.fromEntries(servers.map((s) => [s.name, {}]));
 for (const len of lengths) {
@@ -87,7 +78,7 @@ for (const len of lengths) {
   const sample = servers.map(() => [] as { ms: number; run: number; queue: number }[]);
   const t = nextTexts(len);
   for (let i = 0; i < n + 3; i++) {
-    for (const s of shuffled()) {
+    for (const s of order(servers.length)) {
       const r = await post(`${servers[s].url}/models/${MODEL}`, JSON.stringify({ inputs: t[i] }));
       const st = parseServerTiming(r.serverTiming);
       if (i >= 3) sample[s].push({ ms: r.ms, run: st.run, queue: st.queue });
@@ -102,7 +93,7 @@ for (const len of lengths) {
     const results = servers.map(() => [] as LoadResult[]);
     const before = await Promise.all(servers.map(stats));
     for (let r = 0; r < rounds; r++) {
-      for (const s of shuffled()) {
+      for (const s of order(servers.length)) {
         results[s].push(await loadTest(`${servers[s].url}/models/${MODEL}`, nextTexts(len), clients, seconds / rounds, clients * 400));
         closeAgents();
       }

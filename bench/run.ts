@@ -13,7 +13,7 @@ import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { defaultNativeThreads } from "../src/runtimes/backends.ts";
-import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, peakRss, post, textSupply } from "./lib.ts";
+import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, peakRss, post, textSupply, shuffler } from "./lib.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const argv = process.argv.slice(2);
@@ -275,16 +275,7 @@ async function measure(servers: Running[]) {
   const ROUNDS = QUICK ? 2 : 3;
   // A fresh order for every turn: no server always follows the same one (native ORT threads keep
   // spinning a little after a run, which would tax whoever comes next).
-  let seed = 12345;
-  const shuffled = () => {
-    const order = servers.map((_, i) => i);
-    for (let i = order.length - 1; i > 0; i--) {
-      seed = (seed * 1103515245 + 12345) >>> 0;
-      const j = (seed >>> 8) % (i + 1);
-      [order[i], order[j]] = [order[j], order[i]];
-    }
-    return order;
-  };
+  const order = shuffler(12345);
   for (const model of [MINILM, TINY]) {
     const plan = PLAN[model];
     for (const [k, len] of LENGTHS.entries()) {
@@ -292,7 +283,7 @@ async function measure(servers: Running[]) {
       const texts = nextTexts(len);
       const samples = servers.map(() => [] as { ms: number; st: Record<string, number> }[]);
       for (let i = 0; i < plan.iters[k] + 3; i++) {
-        for (const s of shuffled()) {
+        for (const s of order(servers.length)) {
           const { server } = servers[s];
           const r = await post(`${server.url}/models/${model}`, JSON.stringify({ inputs: texts[i] }));
           if (r.status !== 200) throw new Error(`${servers[s].result.name}: ${r.status} ${r.body}`);
@@ -315,7 +306,7 @@ async function measure(servers: Running[]) {
         log(`load: ${model}, ${len} tokens, ${clients} clients`);
         const rounds = servers.map(() => [] as LoadResult[]);
         for (let round = 0; round < ROUNDS; round++) {
-          for (const s of shuffled()) {
+          for (const s of order(servers.length)) {
             const { server, result } = servers[s];
             if (result.impl === "null") continue; // the transport floor only serves the latency runs
             // Bounded: a time window, and at most 100 requests per client per round.

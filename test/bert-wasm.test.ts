@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import type { Batch, Outputs } from "../src/engine/backend.ts";
 import { decodeModel, encodeModel } from "../src/cli/onnx.ts";
-import { type BertWasmOptions, type KernelExports, createBertWasmBackend } from "../src/engine/backends/bert-wasm/index.ts";
+import { type BertWasmOptions, type KernelExports, createBertWasmBackend, selfTest } from "../src/engine/backends/bert-wasm/index.ts";
 import { ALIGN, BertWasmUnsupportedError, readHeader } from "../src/engine/backends/bert-wasm/format.ts";
 import { enableRelaxedSimd, readBertWasmModules } from "../src/engine/backends/bert-wasm/node.ts";
 import { packBertWasm } from "../src/engine/backends/bert-wasm/pack.ts";
@@ -86,6 +86,17 @@ describe("bert-wasm kernels", () => {
       const a = await (await main.createSession(packed(fixture))).run(batchOf(c));
       const b = await (await simd128Only.createSession(packed(fixture))).run(batchOf(c));
       for (const name of Object.keys(a)) assert.deepEqual(a[name].data, b[name].data, `${fixture} ${name}`);
+    }
+  });
+
+  test("both builds pass the self-test (exact GEMM, partial panels, with and without a residual); a broken kernel fails it", async () => {
+    for (const bytes of [modules.simd128, modules.relaxed]) {
+      const exports = (await WebAssembly.instantiate(bytes as Uint8Array<ArrayBuffer>, {})).instance.exports as unknown as KernelExports;
+      assert.equal(selfTest(exports), null);
+      // A GEMM that drops the residual must be caught.
+      const dropsResidual: KernelExports["gemm_q8"] = (a, as, z, m, kp, w, ws, sum, b, n, out, ostride, _res, act) =>
+        exports.gemm_q8(a, as, z, m, kp, w, ws, sum, b, n, out, ostride, 0, act);
+      assert.match(selfTest({ ...exports, gemm_q8: dropsResidual }) ?? "", /with a residual/);
     }
   });
 

@@ -14,6 +14,7 @@ import { clsPool, featureExtraction, l2Normalize, meanPool, poolingOf } from "..
 import { sigmoid } from "../src/tasks/math.ts";
 import { FIXTURES_DIR, maxAbsDiff, readReference } from "./support/fixtures.ts";
 import { hasFixture } from "./support/load-model.ts";
+import { fakeModel } from "./support/fake-model.ts";
 
 const close = (a: number, b: number, eps = 1e-12) => assert.ok(Math.abs(a - b) < eps, `${a} != ${b}`);
 
@@ -53,21 +54,19 @@ const tokenizer = BertTokenizer.fromJSON(
 
 /** A BertModel whose hidden state at (row, t, d) is row * 100 + t * 10 + d, width 2. */
 function fakeEncoder(config: Record<string, unknown> = {}, maxLength = 512): LoadedModel {
-  return {
+  return fakeModel({
     id: "fake-embed",
     task: "feature-extraction",
     config,
-    labels: [],
     tokenizer,
     maxLength,
-    file: "onnx/model.onnx",
     async run(batch): Promise<Outputs> {
       const [b, s] = batch.dims;
       const data = new Float32Array(b * s * 2);
       for (let r = 0; r < b; r++) for (let t = 0; t < s; t++) for (let d = 0; d < 2; d++) data[(r * s + t) * 2 + d] = r * 100 + t * 10 + d;
       return { last_hidden_state: { data, dims: [b, s, 2] } };
     },
-  };
+  });
 }
 
 describe("feature-extraction head", () => {

@@ -9,6 +9,7 @@ import { type FillMaskPrediction, fillMask, targetIds, topTokens } from "../src/
 import { softmax } from "../src/tasks/math.ts";
 import { readReference } from "./support/fixtures.ts";
 import { hasFixture, loadFixture } from "./support/load-model.ts";
+import { fakeModel } from "./support/fake-model.ts";
 
 const TOKENIZER_DIR = new URL("../tools/fixtures/tokenizer/", import.meta.url);
 const tokenizer = BertTokenizer.fromJSON(
@@ -19,16 +20,12 @@ const V = tokenizer.vocabSize;
 const id = (t: string) => tokenizer.tokenToId(t)!;
 
 /** A model whose logits are 0 except `boosts[row][position][token]`. */
-function fakeModel(boosts: Record<number, Record<number, Record<number, number>>> = {}) {
+function fakeMlm(boosts: Record<number, Record<number, Record<number, number>>> = {}) {
   const batches: Batch[] = [];
-  const model: LoadedModel = {
+  const model = fakeModel({
     id: "fake-mlm",
     task: "fill-mask",
-    config: {},
-    labels: [],
     tokenizer,
-    maxLength: 512,
-    file: "onnx/model.onnx",
     async run(batch): Promise<Outputs> {
       batches.push(batch);
       const [b, s] = batch.dims;
@@ -40,7 +37,7 @@ function fakeModel(boosts: Record<number, Record<number, Record<number, number>>
       }
       return { logits: { data, dims: [b, s, V] } };
     },
-  };
+  });
   return { model, batches };
 }
 
@@ -69,7 +66,7 @@ describe("fill-mask decoding", () => {
     // "[CLS] the capital of france is [MASK] . [SEP]": mask at 6.
     const paris = id("paris");
     const lyon = id("lyon");
-    const { model, batches } = fakeModel({ 0: { 6: { [paris]: 10, [lyon]: 9 } } });
+    const { model, batches } = fakeMlm({ 0: { 6: { [paris]: 10, [lyon]: 9 } } });
     const out = (await fillMask.run(model, "The capital of France is [MASK].", { top_k: 3 })) as FillMaskPrediction[];
     assert.equal(out.length, 3);
     const z = Math.exp(10) + Math.exp(9) + (V - 2);
@@ -85,7 +82,7 @@ describe("fill-mask decoding", () => {
   });
 
   test("default top_k is 5", async () => {
-    const { model } = fakeModel();
+    const { model } = fakeMlm();
     const out = (await fillMask.run(model, "Hello [MASK]!", {})) as FillMaskPrediction[];
     assert.equal(out.length, 5);
   });
@@ -93,7 +90,7 @@ describe("fill-mask decoding", () => {
   test("targets: scores read at the targets, top_k capped, unknown words tokenized to their first id", async () => {
     const paris = id("paris");
     const lyon = id("lyon");
-    const { model } = fakeModel({ 0: { 6: { [paris]: 2, [lyon]: 5 } } });
+    const { model } = fakeMlm({ 0: { 6: { [paris]: 2, [lyon]: 5 } } });
     const z = Math.exp(2) + Math.exp(5) + (V - 2);
     const out = (await fillMask.run(model, "The capital of France is [MASK].", {
       targets: ["Paris", "lyon", "lyon"],
@@ -112,7 +109,7 @@ describe("fill-mask decoding", () => {
   });
 
   test("targets that tokenize to nothing are an error", async () => {
-    const { model } = fakeModel();
+    const { model } = fakeMlm();
     await assert.rejects(
       () => fillMask.run(model, "Hello [MASK]!", { targets: [" ", "  "] }),
       (e: unknown) => e instanceof ServiceError && e.status === 422,
@@ -123,7 +120,7 @@ describe("fill-mask decoding", () => {
     // "[CLS] i went to the [MASK] to buy some [MASK] . [SEP]": masks at 5 and 9.
     const store = id("store");
     const milk = id("milk");
-    const { model } = fakeModel({ 0: { 5: { [store]: 8 }, 9: { [milk]: 7 } } });
+    const { model } = fakeMlm({ 0: { 5: { [store]: 8 }, 9: { [milk]: 7 } } });
     const out = (await fillMask.run(model, "I went to the [MASK] to buy some [MASK].", { top_k: 2 })) as FillMaskPrediction[][];
     assert.equal(out.length, 2);
     assert.equal(out[0].length, 2);
@@ -136,7 +133,7 @@ describe("fill-mask decoding", () => {
 
   test("a list of inputs: one answer per input, batched in one run with padding", async () => {
     const paris = id("paris");
-    const { model, batches } = fakeModel({ 1: { 2: { [paris]: 4 } } });
+    const { model, batches } = fakeMlm({ 1: { 2: { [paris]: 4 } } });
     const out = (await fillMask.run(model, ["The capital of France is [MASK].", "Hello [MASK]!"], { top_k: 1 })) as FillMaskPrediction[][];
     assert.equal(batches.length, 1);
     assert.deepEqual(batches[0].dims, [2, 9]);
@@ -149,7 +146,7 @@ describe("fill-mask decoding", () => {
   });
 
   test("an input without a mask token is a 422 naming the mask token", async () => {
-    const { model, batches } = fakeModel();
+    const { model, batches } = fakeMlm();
     await assert.rejects(
       () => fillMask.run(model, "No mask here.", {}),
       (e: unknown) => e instanceof ServiceError && e.status === 422 && /\[MASK\]/.test(e.message) && /^inputs:/.test(e.message),
@@ -164,7 +161,7 @@ describe("fill-mask decoding", () => {
   test("only the mask rows of the logits are read", async () => {
     // NaN everywhere but the mask row: any read outside it would poison the softmax.
     const model: LoadedModel = {
-      ...fakeModel().model,
+      ...fakeMlm().model,
       async run(batch) {
         const [b, s] = batch.dims;
         const data = new Float32Array(b * s * V).fill(Number.NaN);

@@ -129,16 +129,18 @@ describe("select_starts_ends", () => {
 
 describe("question-answering postprocess", () => {
   const options = { topK: 1, maxAnswerLen: 15, handleImpossibleAnswer: false, alignToWords: true };
-
-  test("align_to_words widens to whole words; off, it keeps token offsets", () => {
-    const context = "Bradfield designed it";
-    // brad ##field designed it
-    const enc = window([
+  // "Bradfield designed it" as brad ##field designed it (word ids 0 0 1 2)
+  const bradfield = () =>
+    window([
       [0, 4, 0],
       [4, 9, 0],
       [10, 18, 1],
       [19, 21, 2],
     ]);
+
+  test("align_to_words widens to whole words; off, it keeps token offsets", () => {
+    const context = "Bradfield designed it";
+    const enc = bradfield();
     const start = peaks(8, { 4: 8 });
     const end = peaks(8, { 4: 8 });
     const on = postprocess(context, [{ encoding: enc, start, end }], CLS, options);
@@ -157,12 +159,7 @@ describe("question-answering postprocess", () => {
 
   test("spans that align to the same text add up their scores", () => {
     const context = "Bradfield designed it";
-    const enc = window([
-      [0, 4, 0],
-      [4, 9, 0],
-      [10, 18, 1],
-      [19, 21, 2],
-    ]);
+    const enc = bradfield();
     // Mass on brad and ##field alike: (3,3) (3,4) (4,4) all become "Bradfield".
     const start = peaks(8, { 3: 5, 4: 5 });
     const end = peaks(8, { 3: 5, 4: 5 });

@@ -2,7 +2,6 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import type { Batch, Outputs } from "../src/engine/backend.ts";
-import type { LoadedModel } from "../src/engine/model.ts";
 import { BertTokenizer } from "../src/engine/tokenizer.ts";
 import { ServiceError } from "../src/errors.ts";
 import { softmax } from "../src/tasks/math.ts";
@@ -16,6 +15,7 @@ import {
 } from "../src/tasks/zero-shot-classification.ts";
 import { readReference } from "./support/fixtures.ts";
 import { hasFixture, loadFixture } from "./support/load-model.ts";
+import { fakeModel } from "./support/fake-model.ts";
 
 const close = (a: number, b: number, eps = 1e-12) => assert.ok(Math.abs(a - b) < eps, `${a} != ${b}`);
 const closeAll = (a: number[], b: number[], eps = 1e-12) => {
@@ -89,14 +89,11 @@ const tokenizer = BertTokenizer.fromJSON(
 function fakeNli() {
   const batches: Batch[] = [];
   const words = ["alpha", "beta", "gamma"].map((w) => tokenizer.tokenToId(w)!);
-  const model: LoadedModel = {
+  const model = fakeModel({
     id: "fake-nli",
     task: "zero-shot-classification",
-    config: {},
     labels: ["contradiction", "neutral", "entailment"],
     tokenizer,
-    maxLength: 512,
-    file: "onnx/model.onnx",
     async run(batch): Promise<Outputs> {
       batches.push(batch);
       const [b, s] = batch.dims;
@@ -108,7 +105,7 @@ function fakeNli() {
       }
       return { logits: { data, dims: [b, 3] } };
     },
-  };
+  });
   return { model, batches };
 }
 

@@ -185,9 +185,7 @@ export class RequestQueue {
   }
 
   run(batch: Batch, timing?: RunTiming): Promise<Outputs> {
-    const rows = batch.dims[0];
-    const perRow = batch.inputIds.length / Math.max(1, rows);
-    if (rows > 1 && rows * perRow > this.options.maxBatchTokens) return this.runInParts(batch, perRow, timing);
+    if (batch.dims[0] > 1 && batch.inputIds.length > this.options.maxBatchTokens) return this.runInParts(batch, timing);
     const { maxQueued } = this.options;
     if (this.waiting.length >= maxQueued) {
       this.stats.rejected++;
@@ -212,8 +210,9 @@ export class RequestQueue {
   }
 
   /** An oversize request: its rows in parts under the token budget, in order; outputs joined on the first axis. */
-  private async runInParts(batch: Batch, perRow: number, timing?: RunTiming): Promise<Outputs> {
+  private async runInParts(batch: Batch, timing?: RunTiming): Promise<Outputs> {
     const rows = batch.dims[0];
+    const perRow = batch.inputIds.length / rows;
     const step = Math.max(1, Math.floor(this.options.maxBatchTokens / perRow));
     const began = now();
     const parts: Promise<Outputs>[] = [];

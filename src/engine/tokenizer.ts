@@ -761,12 +761,8 @@ export class BertTokenizer {
     const oStart: number[] = [];
     const oEnd: number[] = [];
     for (let i = from; i < to; ) {
-      let cp = text.codePointAt(i)!;
-      let len = 1;
-      if (cp > 0xffff) {
-        if (i + 1 < to) len = 2;
-        else cp = text.charCodeAt(i);
-      }
+      const cp = codePointWithin(text, i, to);
+      const len = cp > 0xffff ? 2 : 1;
       const piece = this.normOf(cp, text, i, len);
       if (piece.length > 0) {
         norm += piece;
@@ -806,12 +802,8 @@ export class BertTokenizer {
   ): void {
     let wStart = -1;
     for (let i = from; i < to; ) {
-      let cp = norm.codePointAt(i)!;
-      let len = 1;
-      if (cp > 0xffff) {
-        if (i + 1 < to) len = 2;
-        else cp = norm.charCodeAt(i);
-      }
+      const cp = codePointWithin(norm, i, to);
+      const len = cp > 0xffff ? 2 : 1;
       const cls = cp < 128 ? ASCII_CLASS[cp] : this.classify(cp, len === 1 ? norm[i] : norm.slice(i, i + 2));
       if (cls === CP_OTHER) {
         if (wStart < 0) wStart = i;
@@ -1048,4 +1040,10 @@ function cleanUpTokenization(s: string): string {
 /** decoders/wordpiece.rs `cleanup`: the same rules plus " do not" → " don't" (no rule creates or breaks that one). */
 function decoderCleanup(s: string): string {
   return cleanUpTokenization(s).replaceAll(" do not", " don't");
+}
+
+/** The code point at text[i], reading nothing at or past `to`: a surrogate pair cut there is its lone high half. */
+function codePointWithin(text: string, i: number, to: number): number {
+  const cp = text.codePointAt(i)!;
+  return cp > 0xffff && i + 1 >= to ? text.charCodeAt(i) : cp;
 }

@@ -1,6 +1,9 @@
 """Writes a MiniLM-L6-shaped random BERT (6 layers, hidden 384, 12 heads, FFN 1536, vocab 30522)
 for benchmarking bert-wasm against onnxruntime-web: <out>/model.onnx (fp32) and
 <out>/model_quantized.onnx (dynamic int8, tools/fixtures/quantize.py). Not a test fixture.
+Unlike bench/make-minilm.py (the fixtures' deliberately large random weights, whose logits are chaotic
+under int8), the weights here have a trained model's scale (0.05), so that the logit differences
+between engines mean something.
 
     /usr/bin/python3 tools/bert-wasm/bench-model.py /tmp/bench-minilm
 """

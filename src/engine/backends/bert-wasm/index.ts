@@ -61,21 +61,22 @@ async function instantiate(k: Kernels): Promise<KernelExports> {
   return k.wrap ? k.wrap(exports) : exports;
 }
 
-/**
- * Self-test of a kernel build: a small quantized GEMM with extreme values (weights ±127, activations
- * 0..127, several zero points, K = 48 to cover several 16-lane steps, ragged M and N to cover the tile edges) against an
- * exact integer reference computed here (weights written in the panel layout, format.ts q8Offset). Returns an error description, or null when it is right.
- */
 /** Byte offset of activation (row, k) in quantize_rows' output (kernels.c A8_OFFSET): groups of 4 rows. */
 const a8Offset = (row: number, k: number, kp: number) => Math.floor(row / 4) * 4 * kp + Math.floor(k / 4) * 16 + (row % 4) * 4 + (k % 4);
 
+/**
+ * Self-test of a kernel build: a small quantized GEMM with extreme values (weights ±127, activations
+ * 0..127, several zero points, K = 48 to cover several k steps, ragged M and N to cover the tile
+ * edges) against an exact integer reference computed here (operands written in the kernels' layouts:
+ * q8Offset, a8Offset). Returns an error description, or null when it is right.
+ */
 export function selfTest(x: KernelExports): string | null {
   const M = 5, MP = 8, N = 7, NP = 8, K = 48;
   const base = (x.__heap_base.value as number + 63) & ~63;
-  const need = base + MP * K + NP * K + 4 * (2 * M + 3 * NP + M * N) + 1024;
+  const need = base + MP * K + NP * K + 4 * (2 * M + 3 * NP + 2 * M * N) + 1024;
   if (x.memory.buffer.byteLength < need) x.memory.grow(Math.ceil((need - x.memory.buffer.byteLength) / 65536));
   const mem = x.memory.buffer;
-  const aP = base, wP = aP + MP * K, asP = wP + NP * K, zP = asP + 4 * M, wsP = zP + 4 * M, sumP = wsP + 4 * NP, bP = sumP + 4 * NP, oP = bP + 4 * NP;
+  const aP = base, wP = aP + MP * K, asP = wP + NP * K, zP = asP + 4 * M, wsP = zP + 4 * M, sumP = wsP + 4 * NP, bP = sumP + 4 * NP, oP = bP + 4 * NP, rP = oP + 4 * M * N;
   const a = new Uint8Array(M * K), w = new Int8Array(NP * K), aPacked = new Uint8Array(mem, aP, MP * K), packed = new Int8Array(mem, wP, NP * K);
   let seed = 12345;
   const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 8);
@@ -94,13 +95,18 @@ export function selfTest(x: KernelExports): string | null {
     for (let k = 0; k < K; k++) s += w[n * K + k];
     wsum[n] = s;
   }
-  x.gemm_q8(aP, asP, zP, M, K, wP, wsP, sumP, bP, N, oP, N, 0, 0);
-  const out = new Float32Array(x.memory.buffer, oP, M * N);
-  for (let m = 0; m < M; m++) {
-    for (let n = 0; n < N; n++) {
-      let s = 0;
-      for (let k = 0; k < K; k++) s += w[n * K + k] * (a[m * K + k] - zp[m]);
-      if (out[m * N + n] !== s) return `gemm_q8[${m}][${n}] = ${out[m * N + n]}, expected ${s}`;
+  // Without and with a residual (the partial last panel takes another path when it adds one).
+  const residual = new Float32Array(x.memory.buffer, rP, M * N);
+  for (let i = 0; i < M * N; i++) residual[i] = 1000 * (i + 1);
+  for (const res of [0, rP]) {
+    x.gemm_q8(aP, asP, zP, M, K, wP, wsP, sumP, bP, N, oP, N, res, 0);
+    const out = new Float32Array(x.memory.buffer, oP, M * N);
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) {
+        let s = res ? residual[m * N + n] : 0;
+        for (let k = 0; k < K; k++) s += w[n * K + k] * (a[m * K + k] - zp[m]);
+        if (out[m * N + n] !== s) return `gemm_q8[${m}][${n}]${res ? " with a residual" : ""} = ${out[m * N + n]}, expected ${s}`;
+      }
     }
   }
   return null;
@@ -260,6 +266,7 @@ export class BertWasmSession implements Session {
     // every kernel works row by row).
     const firstTokenOnly = head.kind === "sequence" || head.kind === "multiple-choice";
     let rows = T;
+    let firstTokenStride = seq * H; // between the first tokens of consecutive sequences in `hid`
     for (const [index, layer] of m.encoder.entries()) {
       const last = firstTokenOnly && index === m.encoder.length - 1;
       gemm(hid, T, H, layer.qkv, qkv);
@@ -273,6 +280,7 @@ export class BertWasmSession implements Session {
           f32.copyWithin((hid >> 2) + s * H, (hid >> 2) + s * seq * H, (hid >> 2) + s * seq * H + H);
         }
         rows = seqs;
+        firstTokenStride = H;
       }
       gemm(ctx, rows, H, layer.attnOut, hid, hid);
       this.norm(hid, rows, H, layer.attnNorm);
@@ -287,8 +295,8 @@ export class BertWasmSession implements Session {
     const linear = (input: number, rows: number, stride: number, l: F32Linear, out: number, act: number) =>
       x.linear_f32(input, rows, l.k, stride, this.p(l.weight), this.p(l.bias), l.n, out, l.n, act);
     const pool = (l: F32Linear, act: number) => {
-      // First token of every sequence (already gathered when rows === seqs).
-      linear(hid, seqs, rows === T ? seq * H : H, l, pooled, act);
+      // First token of every sequence.
+      linear(hid, seqs, firstTokenStride, l, pooled, act);
     };
     const outputs: Outputs = {};
     switch (head.kind) {

@@ -302,7 +302,6 @@ INLINE v128_t gemm_epilogue(v128_t acc, int32_t azp, float ascale, v128_t ws, v1
 EXPORT(gemm_q8)
 void gemm_q8(const uint8_t* a, const float* ascale, const int32_t* azp, int m, int kp, const int8_t* w, const float* wscale,
              const int32_t* wsum, const float* bias, int n, float* out, int ostride, const float* res, int act) {
-  float edge[4 * 8]; /* rows of a partial last panel */
   for (int m0 = 0; m0 < m; m0 += MBLOCK) {
     const int m1 = m0 + MBLOCK < m ? m0 + MBLOCK : m;
     for (int j = 0; j < n; j += 8) {
@@ -335,15 +334,18 @@ void gemm_q8(const uint8_t* a, const float* ascale, const int32_t* azp, int m, i
         const v128_t acc[8] = {c00, c01, c10, c11, c20, c21, c30, c31};
         for (int r = 0; r < 4 && i + r < m1; r++) {
           const long row = (long)(i + r) * ostride + j;
+          float* o = out + row;
           const float* rr = res ? res + row : 0;
-          float* o = cols == 8 ? out + row : edge + 8 * r;
-          if (cols < 8 && res)
-            for (int c = 0; c < 8; c++) edge[8 * r + c] = c < cols ? rr[c] : 0.0f;
-          if (cols < 8 && rr) rr = edge + 8 * r;
+          float t[8]; /* a partial last panel goes through here, its residual included */
+          if (cols < 8) {
+            for (int c = 0; c < 8; c++) t[c] = rr && c < cols ? rr[c] : 0.0f;
+            o = t;
+            if (rr) rr = t;
+          }
           wasm_v128_store(o, gemm_epilogue(acc[2 * r], azp[i + r], ascale[i + r], ws0, sum0, b0, rr, act));
           wasm_v128_store(o + 4, gemm_epilogue(acc[2 * r + 1], azp[i + r], ascale[i + r], ws1, sum1, b1, rr ? rr + 4 : 0, act));
           if (cols < 8)
-            for (int c = 0; c < cols; c++) out[row + c] = o[c];
+            for (int c = 0; c < cols; c++) out[row + c] = t[c];
         }
       }
     }
