@@ -23,14 +23,20 @@ const MODELS_DIR = join(ROOT, "bench/models");
 const MINILM = "minilm-l6-sentiment";
 const TINY = "tiny-bert-sentiment";
 const LENGTHS = [16, 128, 384];
-/** The transport floor: the same client's round trip to a bare node:http server with a fixed answer. */
-const FLOOR = "transport floor (bare node:http, fixed answer)";
+/**
+ * The transport floor of a backend: the same client's round trip to a bare node:http server that answers
+ * a fixed classification after holding its thread for that backend's raw 128-token run (bench/serve.ts
+ * --busy-ms): waking a client that waited milliseconds costs more than one that waited microseconds.
+ */
+const floorName = (backend: "wasm" | "native") => `transport floor for ${backend} (bare node:http, fixed answer after a raw run's wait)`;
 const CLIENTS = [1, 4, 16];
 const LOAD_LENGTHS = [16, 128];
 /** The intra-op threads bert-edge's native backend runs on this machine (src/runtimes/backends.ts). */
 const NATIVE_THREADS = defaultNativeThreads();
 /** The raw engine row at the native server's thread setting (the engine bound of the targets). */
 const NATIVE_KEY = NATIVE_THREADS === 1 ? "node, 1 thread" : `node, ${NATIVE_THREADS} threads, no spinning`;
+/** The raw engine row each bert-edge backend is held to. */
+const RAW_KEY = { wasm: "web, 1 thread", native: NATIVE_KEY };
 const tStart = performance.now();
 const log = (msg: string) => console.log(`[${((performance.now() - tStart) / 1000).toFixed(0).padStart(4)}s] ${msg}`);
 
@@ -486,11 +492,10 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   const be = { wasm: byName["bert-edge node wasm"], native: byName["bert-edge node native"] };
   const off = { wasm: byName["bert-edge node wasm, batching off"], native: byName["bert-edge node native, batching off"] };
   const xen = { wasm: byName["xenova wasm"], native: byName["xenova native"] };
-  const rawKey = { wasm: "web, 1 thread", native: NATIVE_KEY };
+  const rawKey = RAW_KEY;
   const bound = (backend: "wasm" | "native", len: number) => 1000 / engines[MINILM][rawKey[backend]].raw[len].median;
   // Overhead: the client's latency less the server's own run (Server-Timing), and bert-edge's share
-  // of it: less the transport floor, the same client's round trip to a server with a fixed answer.
-  const floor = byName[FLOOR]?.latency[MINILM][128].median ?? 0;
+  // of it: less the transport floor, the same for a server that answers a fixed result after as long a wait.
   const overheadRow = (label: string, l: Latency, rawMs: number, floorMs: number, floorName: string) => {
     const own = l.overheadMs! - floorMs;
     summary.push([
@@ -502,7 +507,8 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
     ]);
   };
   for (const backend of ["wasm", "native"] as const) {
-    overheadRow(`${backend} (Node HTTP)`, be[backend].latency[MINILM][128], engines[MINILM][rawKey[backend]].raw[128].median, floor, "bare node:http round trip");
+    const floor = byName[floorName(backend)]?.latency[MINILM][128].overheadMs ?? 0;
+    overheadRow(`${backend} (Node HTTP)`, be[backend].latency[MINILM][128], engines[MINILM][rawKey[backend]].raw[128].median, floor, "bare node:http server's (client − wait)");
   }
   const wd = byName["bert-edge workerd wasm"];
   if (wd) overheadRow("wasm (workerd)", wd.latency[MINILM][128], engines[MINILM][rawKey.wasm].raw[128].median, wd.floorMs ?? 0, "GET /health round trip through wrangler dev");
@@ -565,8 +571,9 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   out("- The machine is shared (2 cores; other engineers' jobs ran during this run): absolute figures carry their load, and the comparisons are only meaningful " +
     "because every server took turns on the same measurements. The HTTP overhead per request (client latency − the server's own run time) is mostly the " +
     "cost of waking two processes (client and server) on busy cores; in process, bert-edge's tokenize + queue + decode is a fraction of a millisecond (tables above). " +
-    "The overhead targets count bert-edge's own share: that overhead less the transport floor, the same client's round trip to a bare node:http server with a " +
-    "fixed answer (on workerd: GET /health through the same wrangler dev chain).");
+    "The overhead targets count bert-edge's own share: that overhead less the transport floor, the same client's round trip to a bare node:http server that " +
+    "answers a fixed result after holding its thread for the backend's raw 128-token run, less that wait (a client that waited milliseconds wakes slower than one that " +
+    "waited microseconds: its core went idle). On workerd the floor is GET /health through the same wrangler dev chain, with no wait.");
   out("- \"default threads\" for onnxruntime-node is ORT's default intra-op pool (one thread per core). With the cores shared, it is often slower than one thread (raw table): " +
     "onnxruntime-node computes on the JS thread (synchronously, inside a setImmediate) plus its pool, whose spinning threads fight the load generator and the HTTP work for the " +
     `cores even between parallel sections. bert-edge's native backend runs ${NATIVE_THREADS} intra-op thread${NATIVE_THREADS > 1 ? "s" : ""} here, spinning off.`);
@@ -646,7 +653,10 @@ async function main() {
     }
     running.push(await startAndCold("xenova wasm", { impl: "xenova", backend: "wasm", batching: false }, node("xenova", "wasm")));
     running.push(await startAndCold("xenova native", { impl: "xenova", backend: "native", batching: false }, node("xenova", "native")));
-    running.push(await startAndCold(FLOOR, { impl: "null", backend: "–", batching: false }, node("null", "–")));
+    for (const backend of ["native", "wasm"] as const) {
+      const busyMs = String(engines[MINILM][RAW_KEY[backend]].raw[128].median);
+      running.push(await startAndCold(floorName(backend), { impl: "null", backend: "–", batching: false }, () => startNodeServer(["--impl", "null", "--busy-ms", busyMs])));
+    }
     await measure(running);
   } finally {
     closeAgents();

@@ -3,11 +3,14 @@
  * the response cache off so every request runs the model) or the baseline, an @xenova/transformers
  * 2.17.2 text-classification pipeline behind the same kind of Hono app.
  *
- *   tsx bench/serve.ts --impl bert-edge|xenova|null --backend wasm|native|bert-wasm --models DIR [--batching on|off] [--threads N] [--spin on|off] [--queue JSON]
+ *   tsx bench/serve.ts --impl bert-edge|xenova|null --backend wasm|native|bert-wasm --models DIR [--batching on|off] [--threads N] [--spin on|off] [--queue JSON] [--busy-ms MS]
 
-`--impl null` is the transport floor: a bare node:http server that reads the body and answers a fixed
-classification, so that the client's round trip on loopback (kernel, Node's HTTP parser, the client)
-can be told apart from what a server does.
+`--impl null [--busy-ms MS]` is the transport floor: a bare node:http server that reads the body and answers
+a fixed classification, so that the client's round trip on loopback (kernel, Node's HTTP parser, the
+client) can be told apart from what a server does. With `--busy-ms` it first holds its thread for that
+long, as a synchronous session.run does, and says so in `Server-Timing: run`: a client that waited
+milliseconds wakes slower than one that waited microseconds (its core went idle), and that cost is
+the transport's, not the server's.
  *
  * Prints `LISTENING <port>` once it answers; `GET /__bench` gives its wasm heap, and bert-edge's queue
  * counters per loaded model (`GET /__bench?model=ID`).
@@ -27,6 +30,7 @@ const { values } = parseArgs({
     threads: { type: "string" },
     queue: { type: "string", default: "{}" },
     spin: { type: "string", default: "off" },
+    "busy-ms": { type: "string", default: "0" },
   },
 });
 const models = values.models!;
@@ -80,11 +84,15 @@ function listening(server: import("node:net").Server) {
 if (values.impl === "null") {
   const { createServer } = await import("node:http");
   const answer = JSON.stringify([{ label: "LABEL_0", score: 1 }]);
+  const busyMs = Number(values["busy-ms"]);
   const server = createServer((req, res) => {
     req.resume();
     req.on("end", () => {
-      res.writeHead(200, { "content-type": "application/json" });
-      res.end(req.url === "/__bench" ? JSON.stringify({ wasmHeap: 0 }) : answer);
+      if (req.url === "/__bench") return res.end(JSON.stringify({ wasmHeap: 0 }));
+      const start = performance.now();
+      while (performance.now() - start < busyMs);
+      res.writeHead(200, { "content-type": "application/json", "server-timing": `run;dur=${(performance.now() - start).toFixed(3)}` });
+      res.end(answer);
     });
   });
   server.listen(0, "127.0.0.1");
