@@ -14,12 +14,15 @@ export function padBatch(encodings: readonly Encoding[], padTokenId: number, gro
   const inputIds = new BigInt64Array(size).fill(BigInt(padTokenId));
   const attentionMask = new BigInt64Array(size);
   const tokenTypeIds = new BigInt64Array(size);
+  // Written as the low 32-bit words of each int64 (little-endian; ids, masks and type ids are small and
+  // non-negative): no BigInt is made per token.
+  const [ids32, mask32, types32] = [inputIds, attentionMask, tokenTypeIds].map((a) => new Int32Array(a.buffer, a.byteOffset, 2 * a.length));
   encodings.forEach((e, row) => {
-    const base = row * seq;
+    const base = 2 * row * seq;
     for (let i = 0; i < e.ids.length; i++) {
-      inputIds[base + i] = BigInt(e.ids[i]);
-      attentionMask[base + i] = BigInt(e.attentionMask[i]);
-      tokenTypeIds[base + i] = BigInt(e.typeIds[i]);
+      ids32[base + 2 * i] = e.ids[i];
+      mask32[base + 2 * i] = e.attentionMask[i];
+      types32[base + 2 * i] = e.typeIds[i];
     }
   });
   const dims = groupSize > 1 ? [encodings.length / groupSize, groupSize, seq] : [encodings.length, seq];

@@ -348,6 +348,8 @@ interface AddedToken {
 /** Leftmost-longest literal matcher (what aho-corasick LeftmostLongest does). */
 class AddedTokenMatcher {
   private readonly byFirstUnit = new Map<number, { pattern: string; token: AddedToken }[]>();
+  /** Any first unit of a pattern: finds the next candidate without a lookup per character. */
+  private readonly candidate: RegExp;
   readonly empty: boolean;
 
   constructor(entries: { pattern: string; token: AddedToken }[]) {
@@ -360,6 +362,8 @@ class AddedTokenMatcher {
     }
     for (const list of this.byFirstUnit.values()) list.sort((a, b) => b.pattern.length - a.pattern.length);
     this.empty = this.byFirstUnit.size === 0;
+    const units = [...this.byFirstUnit.keys()].map((k) => `\\u${k.toString(16).padStart(4, "0")}`);
+    this.candidate = new RegExp(`[${units.join("")}]`, "g");
   }
 
   /**
@@ -373,6 +377,9 @@ class AddedTokenMatcher {
     let i = 0;
     const n = text.length;
     while (i < n) {
+      this.candidate.lastIndex = i;
+      if (!this.candidate.exec(text)) break;
+      i = this.candidate.lastIndex - 1;
       const list = this.byFirstUnit.get(text.charCodeAt(i));
       let hit: { pattern: string; token: AddedToken } | undefined;
       if (list) {
@@ -538,6 +545,12 @@ export class BertTokenizer {
   private readonly steps: CharStep[];
   private readonly normCache = new Map<number, string>();
   private readonly asciiNorm: string[] = [];
+  /**
+   * How the normalizer maps every printable ASCII character (U+0020–U+007E), when it maps each to one
+   * unit in one of two plain ways: to itself, or to its lower case. A run of them is then normalized
+   * with one call, its offsets one to one; null sends every character through `normOf`.
+   */
+  private readonly printableAscii: ((s: string) => string) | null;
   private readonly classCache = new Map<number, number>();
   private readonly rawMatcher: AddedTokenMatcher;
   private readonly normMatcher: AddedTokenMatcher;
@@ -612,6 +625,11 @@ export class BertTokenizer {
     if (typeof config.tokenize_chinese_chars === "boolean") overrides.handle_chinese_chars = config.tokenize_chinese_chars;
     this.steps = normalizerSteps(json.normalizer, overrides);
     for (let c = 0; c < 128; c++) this.asciiNorm.push(this.normalizeChar(String.fromCharCode(c), c));
+    const printable = Array.from({ length: 0x7f - 0x20 }, (_, k) => String.fromCharCode(0x20 + k));
+    const mapsAll = (f: (s: string) => string) => printable.every((ch) => this.asciiNorm[ch.charCodeAt(0)] === f(ch));
+    const same = (s: string) => s;
+    const lower = (s: string) => s.toLowerCase();
+    this.printableAscii = mapsAll(same) ? same : mapsAll(lower) ? lower : null;
 
     // --- pre-tokenizer -----------------------------------------------------
     const pre = json.pre_tokenizer;
@@ -760,7 +778,20 @@ export class BertTokenizer {
     let norm = "";
     const oStart: number[] = [];
     const oEnd: number[] = [];
+    const printableAscii = this.printableAscii;
     for (let i = from; i < to; ) {
+      if (printableAscii) {
+        let end = i;
+        for (let c = text.charCodeAt(end); end < to && c >= 0x20 && c < 0x7f; c = text.charCodeAt(++end)) {
+          oStart.push(end);
+          oEnd.push(end + 1);
+        }
+        if (end > i) {
+          norm += printableAscii(text.slice(i, end));
+          i = end;
+          continue;
+        }
+      }
       const cp = codePointWithin(text, i, to);
       const len = cp > 0xffff ? 2 : 1;
       const piece = this.normOf(cp, text, i, len);
@@ -802,7 +833,8 @@ export class BertTokenizer {
   ): void {
     let wStart = -1;
     for (let i = from; i < to; ) {
-      const cp = codePointWithin(norm, i, to);
+      const unit = norm.charCodeAt(i);
+      const cp = unit < 128 ? unit : codePointWithin(norm, i, to);
       const len = cp > 0xffff ? 2 : 1;
       const cls = cp < 128 ? ASCII_CLASS[cp] : this.classify(cp, len === 1 ? norm[i] : norm.slice(i, i + 2));
       if (cls === CP_OTHER) {
@@ -941,7 +973,7 @@ export class BertTokenizer {
         enc.tokens.push(r.tokens[i]);
         enc.typeIds.push(typeId);
         enc.attentionMask.push(1);
-        enc.offsets.push([r.offsets[i][0], r.offsets[i][1]]);
+        enc.offsets.push(r.offsets[i]);
         enc.sequenceIds.push(seq);
         enc.wordIds.push(r.wordIds[i]);
         enc.specialTokensMask.push(0);

@@ -16,11 +16,19 @@ export interface ResponseCache {
   put(key: string, value: CachedResponse): Promise<void>;
 }
 
-/** JSON with object keys sorted, so that equal requests give equal keys whatever the key order. */
+/**
+ * JSON with object keys sorted, so that equal requests give equal keys whatever the key order. For
+ * the JSON values a parsed request holds (undefined members are left out, as JSON.stringify does).
+ */
 export function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_, v) =>
-    v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1))) : v,
-  );
+  if (value === null || typeof value !== "object") return JSON.stringify(value) ?? "null";
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  const record = value as Record<string, unknown>;
+  const members = Object.keys(record)
+    .filter((k) => record[k] !== undefined)
+    .sort()
+    .map((k) => `${JSON.stringify(k)}:${canonicalJson(record[k])}`);
+  return `{${members.join(",")}}`;
 }
 
 /**
