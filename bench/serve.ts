@@ -41,6 +41,7 @@ async function bertEdge() {
   const { ModelRegistry } = await import("../src/engine/registry.ts");
   const { createApp } = await import("../src/http/app.ts");
   const { openStorage } = await import("../src/storage/open.ts");
+  const { sha256Hex } = await import("../src/runtimes/native-hash.ts");
   const backend = await createBackend(values.backend as "wasm" | "native" | "bert-wasm", values.threads ? Number(values.threads) : undefined, {
     spinning: values.spin === "on",
   });
@@ -48,7 +49,7 @@ async function bertEdge() {
     queue: { ...JSON.parse(values.queue!), batching: values.batching !== "off" },
   });
   queueStats = async (id) => ((await registry.get(id)) as { queue?: { stats: object; waits?: object } }).queue;
-  return createApp({ registry, cache: false });
+  return createApp({ registry, cache: false, sha256Hex });
 }
 
 async function xenova() {

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { cacheKey, canonicalJson, MemoryCache } from "../src/http/cache.ts";
+import { cacheKey, canonicalJson, MemoryCache, portableSha256Hex } from "../src/http/cache.ts";
+import { sha256Hex } from "../src/runtimes/native-hash.ts";
 
 describe("response cache keys", () => {
   test("canonical JSON sorts keys at every depth and writes what JSON.stringify writes otherwise", () => {
@@ -17,6 +18,13 @@ describe("response cache keys", () => {
     assert.equal(a, b);
     assert.match(a, /^[0-9a-f]{64}$/);
     assert.notEqual(a, cacheKey({ model: "m", task: "t", inputs: { text: "x", text_pair: "y" }, parameters: { top_k: 2, function_to_apply: "none" } }));
+  });
+
+  test("the native and the portable SHA-256 agree, so keys do not depend on the runtime", () => {
+    assert.equal(portableSha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    for (const text of ["", "abc", "é日本😀\u0000", "x".repeat(1000)]) assert.equal(sha256Hex(text), portableSha256Hex(text));
+    const parts = { model: "m", inputs: "héllo" };
+    assert.equal(cacheKey(parts, sha256Hex), cacheKey(parts));
   });
 
   test("the memory cache drops the least recently used answers beyond its size", async () => {

@@ -7,7 +7,7 @@ import type { ModelRegistry } from "../engine/registry.ts";
 import { invalidInput, ServiceError, tooLarge } from "../errors.ts";
 import { TASK_HANDLERS } from "../tasks/index.ts";
 import type { Task } from "../tasks/task.ts";
-import { cacheKey, canonicalJson, MemoryCache, type ResponseCache } from "./cache.ts";
+import { cacheKey, canonicalJson, MemoryCache, type ResponseCache, type Sha256Hex } from "./cache.ts";
 import { registerEmbeddingRoutes } from "./embeddings.ts";
 import { readJson, validate } from "./body.ts";
 import { errorBody, errorResponse } from "./errors.ts";
@@ -21,6 +21,8 @@ export interface AppOptions {
   cache?: ResponseCache | false;
   /** `Cache-Control: max-age` of answers, in seconds. */
   cacheMaxAge?: number;
+  /** SHA-256 for cache keys and ETags: the runtime's native one where it has a synchronous one. */
+  sha256Hex?: Sha256Hex;
 }
 
 const requestBody = z.object({
@@ -28,7 +30,7 @@ const requestBody = z.object({
   parameters: z.record(z.string(), z.unknown()).optional(),
 });
 
-export function createApp({ registry, maxBodyBytes = 1 << 20, cache = new MemoryCache(), cacheMaxAge = 3600 }: AppOptions) {
+export function createApp({ registry, maxBodyBytes = 1 << 20, cache = new MemoryCache(), cacheMaxAge = 3600, sha256Hex }: AppOptions) {
   const app = new OpenAPIHono();
   app.onError((err, c) => {
     // An error is never cached: a failed load or a full queue must not outlive its cause.
@@ -75,7 +77,7 @@ export function createApp({ registry, maxBodyBytes = 1 << 20, cache = new Memory
     const inputs = validate(task.inputs, body.data.inputs, "inputs");
     const parameters = validate(task.parameters, body.data.parameters ?? {}, "parameters");
 
-    const key = cacheKey({ model: id, version: info.version, file: info.file, task: info.task, inputs, parameters });
+    const key = cacheKey({ model: id, version: info.version, file: info.file, task: info.task, inputs, parameters }, sha256Hex);
     const etag = `"${key.slice(0, 32)}"`;
     c.header("ETag", etag);
     c.header("Cache-Control", `max-age=${cacheMaxAge}`);

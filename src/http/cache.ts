@@ -31,11 +31,18 @@ export function canonicalJson(value: unknown): string {
   return `{${members.join(",")}}`;
 }
 
+/** Hex SHA-256 of a string, synchronously. */
+export type Sha256Hex = (text: string) => string;
+
 /**
- * Hex SHA-256 of the request's canonical JSON. Synchronous on purpose: Web Crypto's digest is a
- * thread-pool round trip on Node (~75 µs, a tenth of a small model's run) for a few hundred bytes.
+ * The portable one (pure JS). Synchronous on purpose: Web Crypto's digest is a thread-pool round trip
+ * on Node (~75 µs, a tenth of a small model's run) for a few hundred bytes. Runtimes with a native
+ * synchronous hash hand theirs to the app instead (src/runtimes/node.ts).
  */
-export const cacheKey = (parts: Record<string, unknown>) => bytesToHex(sha256(utf8ToBytes(canonicalJson(parts))));
+export const portableSha256Hex: Sha256Hex = (text) => bytesToHex(sha256(utf8ToBytes(text)));
+
+/** The response-cache key (and ETag) of a request: the hex SHA-256 of its canonical JSON. */
+export const cacheKey = (parts: Record<string, unknown>, sha256Hex: Sha256Hex = portableSha256Hex) => sha256Hex(canonicalJson(parts));
 
 /** Least-recently-used cache bounded by the size of the bodies it holds. */
 export class MemoryCache implements ResponseCache {

@@ -9,6 +9,7 @@ import { ModelRegistry } from "../engine/registry.ts";
 import { createApp } from "../http/app.ts";
 import { openStorage } from "../storage/open.ts";
 import { type BackendName, createBackend } from "./backends.ts";
+import { sha256Hex } from "./native-hash.ts";
 
 declare const Deno: {
   env: { toObject(): Record<string, string> };
@@ -20,5 +21,5 @@ const env = Deno.env.toObject();
 const models = env.MODELS ?? new URL("../../models", import.meta.url).pathname;
 const backend = await createBackend((env.BACKEND ?? "bert-wasm") as BackendName);
 const registry = new ModelRegistry(openStorage(models, env), backend);
-const app = createApp({ registry, cache: env.RESPONSE_CACHE === "off" ? false : undefined });
+const app = createApp({ registry, cache: env.RESPONSE_CACHE === "off" ? false : undefined, sha256Hex });
 Deno.serve({ port: Number(env.PORT ?? 8787), hostname: env.HOST ?? "127.0.0.1", onListen: ({ port }) => console.log(`bert-edge (Deno): ${models} on http://localhost:${port}`) }, app.fetch);

@@ -6,6 +6,7 @@ import { serve } from "@hono/node-server";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { type BackendName, createBackend } from "./backends.ts";
+import { sha256Hex } from "./native-hash.ts";
 import { ModelRegistry } from "../engine/registry.ts";
 import { createApp } from "../http/app.ts";
 import { openStorage } from "../storage/open.ts";
@@ -30,7 +31,7 @@ export interface ServerOptions {
 export async function startServer(options: ServerOptions) {
   const backend = await createBackend(options.backend);
   const registry = new ModelRegistry(openStorage(options.models, process.env), backend, options);
-  const app = createApp({ registry, cache: options.responseCache === false ? false : undefined });
+  const app = createApp({ registry, cache: options.responseCache === false ? false : undefined, sha256Hex });
   const models = await registry.list();
   const server = serve({ fetch: app.fetch, port: options.port });
   await new Promise<void>((ok) => server.once("listening", ok));
