@@ -782,9 +782,11 @@ export class BertTokenizer {
     for (let i = from; i < to; ) {
       if (printableAscii) {
         let end = i;
-        for (let c = text.charCodeAt(end); end < to && c >= 0x20 && c < 0x7f; c = text.charCodeAt(++end)) {
+        while (end < to) {
+          const c = text.charCodeAt(end);
+          if (c < 0x20 || c >= 0x7f) break;
           oStart.push(end);
-          oEnd.push(end + 1);
+          oEnd.push(++end);
         }
         if (end > i) {
           norm += printableAscii(text.slice(i, end));

@@ -37,7 +37,7 @@ export type Sha256Hex = (text: string) => string;
 /**
  * The portable one (pure JS). Synchronous on purpose: Web Crypto's digest is a thread-pool round trip
  * on Node (~75 µs, a tenth of a small model's run) for a few hundred bytes. Runtimes with a native
- * synchronous hash hand theirs to the app instead (src/runtimes/node.ts).
+ * synchronous hash hand theirs to the app instead (src/runtimes/native-hash.ts).
  */
 export const portableSha256Hex: Sha256Hex = (text) => bytesToHex(sha256(utf8ToBytes(text)));
 
