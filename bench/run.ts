@@ -28,7 +28,7 @@ const LENGTHS = [16, 128, 384];
  * a fixed classification after holding its thread for that backend's raw 128-token run (bench/serve.ts
  * --busy-ms): waking a client that waited milliseconds costs more than one that waited microseconds.
  */
-const floorName = (backend: "wasm" | "native") => `transport floor for ${backend} (bare node:http, fixed answer after a raw run's wait)`;
+const floorName = (backend: OwnBackend) => `transport floor for ${backend} (bare node:http, fixed answer after a raw run's wait)`;
 const CLIENTS = [1, 4, 16];
 const LOAD_LENGTHS = [16, 128];
 /** The intra-op threads bert-edge's native backend runs on this machine (src/runtimes/backends.ts). */
@@ -36,7 +36,8 @@ const NATIVE_THREADS = defaultNativeThreads();
 /** The raw engine row at the native server's thread setting (the engine bound of the targets). */
 const NATIVE_KEY = NATIVE_THREADS === 1 ? "node, 1 thread" : `node, ${NATIVE_THREADS} threads, no spinning`;
 /** The raw engine row each bert-edge backend is held to. */
-const RAW_KEY = { wasm: "web, 1 thread", native: NATIVE_KEY };
+const RAW_KEY = { wasm: "web, 1 thread", native: NATIVE_KEY, "bert-wasm": "bert-wasm, 1 thread" };
+type OwnBackend = keyof typeof RAW_KEY;
 const tStart = performance.now();
 const log = (msg: string) => console.log(`[${((performance.now() - tStart) / 1000).toFixed(0).padStart(4)}s] ${msg}`);
 
@@ -492,7 +493,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
 
   // --- targets
   const summary: string[][] = [["target", "backend", "figure", "verdict"]];
-  const be = { wasm: byName["bert-edge node wasm"], native: byName["bert-edge node native"] };
+  const be = { wasm: byName["bert-edge node wasm"], native: byName["bert-edge node native"], "bert-wasm": byName["bert-edge node bert-wasm"] };
   const off = { wasm: byName["bert-edge node wasm, batching off"], native: byName["bert-edge node native, batching off"] };
   const xen = { wasm: byName["xenova wasm"], native: byName["xenova native"] };
   const rawKey = RAW_KEY;
@@ -509,8 +510,9 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
       verdict(own <= 0.05 * rawMs),
     ]);
   };
-  for (const backend of ["wasm", "native"] as const) {
-    const floor = byName[floorName(backend)]?.latency[MINILM][128].overheadMs ?? 0;
+  for (const backend of ["wasm", "native", "bert-wasm"] as const) {
+    if (!be[backend] || !byName[floorName(backend)]) continue;
+    const floor = byName[floorName(backend)].latency[MINILM][128].overheadMs!;
     overheadRow(`${backend} (Node HTTP)`, be[backend].latency[MINILM][128], engines[MINILM][rawKey[backend]].raw[128].median, floor, "bare node:http server's (client − wait)");
   }
   const wd = byName["bert-edge workerd wasm"];
@@ -656,7 +658,7 @@ async function main() {
     }
     running.push(await startAndCold("xenova wasm", { impl: "xenova", backend: "wasm", batching: false }, node("xenova", "wasm")));
     running.push(await startAndCold("xenova native", { impl: "xenova", backend: "native", batching: false }, node("xenova", "native")));
-    for (const backend of ["native", "wasm"] as const) {
+    for (const backend of ["native", "wasm", "bert-wasm"] as const) {
       const busyMs = String(engines[MINILM][RAW_KEY[backend]].raw[128].median);
       running.push(await startAndCold(floorName(backend), { impl: "null", backend: "–", batching: false }, () => startNodeServer(["--impl", "null", "--busy-ms", busyMs])));
     }
