@@ -30,15 +30,8 @@ import bert as B  # noqa: E402
 import generate as G  # noqa: E402
 from quantize import quantize_dynamic  # noqa: E402
 
-MINILM = dict(
-    vocab_size=30522,
-    hidden_size=384,
-    num_hidden_layers=6,
-    num_attention_heads=12,
-    intermediate_size=1536,
-    max_position_embeddings=512,
-    type_vocab_size=2,
-)
+# The fixtures' BERT config at MiniLM-L6's size.
+MINILM = dict(G.SIZES, hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
 LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 
 

@@ -496,8 +496,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   const be = { wasm: byName["bert-edge node wasm"], native: byName["bert-edge node native"], "bert-wasm": byName["bert-edge node bert-wasm"] };
   const off = { wasm: byName["bert-edge node wasm, batching off"], native: byName["bert-edge node native, batching off"] };
   const xen = { wasm: byName["xenova wasm"], native: byName["xenova native"] };
-  const rawKey = RAW_KEY;
-  const bound = (backend: "wasm" | "native", len: number) => 1000 / engines[MINILM][rawKey[backend]].raw[len].median;
+  const bound = (backend: "wasm" | "native", len: number) => 1000 / engines[MINILM][RAW_KEY[backend]].raw[len].median;
   // Overhead: the client's latency less the server's own run (Server-Timing), and bert-edge's share
   // of it: less the transport floor, the same for a server that answers a fixed result after as long a wait.
   const overheadRow = (label: string, l: Latency, rawMs: number, floorMs: number, floorName: string) => {
@@ -513,10 +512,10 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   for (const backend of ["wasm", "native", "bert-wasm"] as const) {
     if (!be[backend] || !byName[floorName(backend)]) continue;
     const floor = byName[floorName(backend)].latency[MINILM][128].overheadMs!;
-    overheadRow(`${backend} (Node HTTP)`, be[backend].latency[MINILM][128], engines[MINILM][rawKey[backend]].raw[128].median, floor, "bare node:http server's (client − wait)");
+    overheadRow(`${backend} (Node HTTP)`, be[backend].latency[MINILM][128], engines[MINILM][RAW_KEY[backend]].raw[128].median, floor, "bare node:http server's (client − wait)");
   }
   const wd = byName["bert-edge workerd wasm"];
-  if (wd) overheadRow("wasm (workerd)", wd.latency[MINILM][128], engines[MINILM][rawKey.wasm].raw[128].median, wd.floorMs ?? 0, "GET /health round trip through wrangler dev");
+  if (wd) overheadRow("wasm (workerd)", wd.latency[MINILM][128], engines[MINILM][RAW_KEY.wasm].raw[128].median, wd.floorMs ?? 0, "GET /health round trip through wrangler dev");
   // The own encoder (issue: bert-wasm).
   const own = engines[MINILM]["bert-wasm, 1 thread"], web = engines[MINILM]["web, 1 thread"];
   if (own?.vsWeb) {

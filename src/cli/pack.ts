@@ -226,6 +226,16 @@ function maxAbsDiff(a: Outputs, b: Outputs): number {
   return max;
 }
 
+/** One run of `batch` in a fresh session, released afterwards. */
+async function runOnce(backend: Backend, bytes: Uint8Array, batch: Batch, data?: ExternalData): Promise<Outputs> {
+  const session = await backend.createSession(bytes, data);
+  try {
+    return await session.run(batch);
+  } finally {
+    await session.release();
+  }
+}
+
 async function verifyPacked(
   unpacked: Uint8Array,
   graph: Uint8Array,
@@ -235,15 +245,7 @@ async function verifyPacked(
 ): Promise<PackResult["verification"]> {
   const results: PackResult["verification"] = [];
   for (const backend of backends) {
-    const run = async (bytes: Uint8Array, data?: ExternalData) => {
-      const session = await backend.createSession(bytes, data);
-      try {
-        return await session.run(batch);
-      } finally {
-        await session.release();
-      }
-    };
-    const diff = maxAbsDiff(await run(unpacked), await run(graph, externalData));
+    const diff = maxAbsDiff(await runOnce(backend, unpacked, batch), await runOnce(backend, graph, batch, externalData));
     if (!(diff <= VERIFY_TOLERANCE)) throw new PackError(`the packed graph's outputs differ from the unpacked graph's on ${backend.name} by ${diff}`);
     results.push({ backend: backend.name, maxAbsDiff: diff });
   }
@@ -304,24 +306,14 @@ export async function packModel(srcDir: string, outDir: string, options: PackOpt
   const version = options.version ?? sha256(new TextEncoder().encode(listed.map((f) => `${f.sha256}  ${f.path}\n`).join(""))).slice(0, 12);
 
   const backends = await Promise.all((options.verifyOn ?? ["native", "wasm"]).map((name) => createBackend(name)));
-  const verification = await verifyPacked(unpacked, graph, [{ path: basename(dataName), data }], sampleBatch(v.task, v.tokenizer), backends);
+  const batch = sampleBatch(v.task, v.tokenizer);
+  const verification = await verifyPacked(unpacked, graph, [{ path: basename(dataName), data }], batch, backends);
   log(`verified on ${verification.map((r) => `${r.backend} (max diff ${r.maxAbsDiff})`).join(", ")}`);
   if (bertWasm) {
     // Our own int8 kernels differ from onnxruntime's in the last digits (per-token activation
     // scales): check that the file loads, runs and gives finite outputs of the graph's shapes.
-    const batch = sampleBatch(v.task, v.tokenizer);
     const [own, ort] = await Promise.all([createBackend("bert-wasm"), createBackend("wasm")]);
-    const run = async (backend: Backend, bytes: Uint8Array, data?: ExternalData) => {
-      const session = await backend.createSession(bytes, data);
-      try {
-        return await session.run(batch);
-      } finally {
-        await session.release();
-      }
-    };
-    const a = await run(own, bertWasm);
-    const b = await run(ort, unpacked);
-    const diff = maxAbsDiff(b, a);
+    const diff = maxAbsDiff(await runOnce(ort, unpacked, batch), await runOnce(own, bertWasm, batch));
     if (!Number.isFinite(diff)) throw new PackError(`${BERT_WASM_FILE} gives non-finite outputs`);
     verification.push({ backend: "bert-wasm", maxAbsDiff: diff });
     log(`${BERT_WASM_FILE} runs on bert-wasm (max diff to onnxruntime-web int8 ${diff.toFixed(4)})`);

@@ -2,9 +2,9 @@ import { OpenAPIHono, z } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { LoadedModel } from "../engine/model.ts";
-import { expectArrival } from "../engine/queue.ts";
+import { expectArrival, OverloadedError } from "../engine/queue.ts";
 import type { ModelRegistry } from "../engine/registry.ts";
-import { invalidInput, ServiceError, tooLarge } from "../errors.ts";
+import { invalidInput, tooLarge } from "../errors.ts";
 import { TASK_HANDLERS } from "../tasks/index.ts";
 import type { Task } from "../tasks/task.ts";
 import { cacheKey, canonicalJson, MemoryCache, type ResponseCache, type Sha256Hex } from "./cache.ts";
@@ -36,10 +36,8 @@ export function createApp({ registry, maxBodyBytes = 1 << 20, cache = new Memory
     // An error is never cached: a failed load or a full queue must not outlive its cause.
     c.header("Cache-Control", "no-store");
     c.header("ETag", undefined);
-    if (err instanceof ServiceError && err.status === 429) {
-      // A full model queue (src/engine/queue.ts): retry later.
-      c.header("Retry-After", String((err as { retryAfter?: number }).retryAfter ?? 1));
-    }
+    // A full model queue: retry later.
+    if (err instanceof OverloadedError) c.header("Retry-After", String(err.retryAfter));
     return errorResponse(c, err);
   });
   app.notFound((c) => c.json(errorBody(`no route ${c.req.method} ${c.req.path}`, "not_found"), 404));

@@ -8,30 +8,9 @@
  */
 import * as ort from "onnxruntime-web/wasm";
 import ortWasm from "../../node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm";
-import type { Backend } from "../engine/backend.ts";
-import { createBertWasmBackend } from "../engine/backends/bert-wasm/index.ts";
-import bertRelaxed from "../engine/backends/bert-wasm/bert-relaxed.wasm";
-import bertSimd128 from "../engine/backends/bert-wasm/bert-simd128.wasm";
 import { BertWasmOrOrt } from "../engine/backends/bert-wasm-or-ort.ts";
 import { OrtBackend } from "../engine/backends/ort.ts";
-import { DEFAULT_MEMORY_BUDGET, ModelRegistry } from "../engine/registry.ts";
-import { createApp } from "../http/app.ts";
-import { CacheApiCache } from "../http/cache-api.ts";
-import { type R2BucketLike, R2Storage } from "../storage/r2.ts";
-
-interface Env {
-  MODELS: R2BucketLike;
-  /** Optional memory budget for loaded models, in MiB (default keeps the isolate under 128 MB). */
-  MEMORY_BUDGET_MB?: string;
-  /**
-   * "bert-wasm" (default): bert-edge's own int8 encoder for models packed with `bert-edge pack
-   * --bert-wasm` (no ONNX conversion here: protobufjs code generation is not allowed in workerd),
-   * onnxruntime-web with a log line for the others. "wasm": onnxruntime-web for every model.
-   */
-  BACKEND?: string;
-  /** "off": no response cache (answers are not kept in caches.default). */
-  RESPONSE_CACHE?: string;
-}
+import { bertWasmKernels, type Env, workersHandler } from "./workers-app.ts";
 
 const instantiate = WebAssembly.instantiate.bind(WebAssembly);
 WebAssembly.instantiate = ((source: BufferSource | WebAssembly.Module, imports?: WebAssembly.Imports) =>
@@ -44,24 +23,10 @@ ort.env.wasm.proxy = false;
 // Any bytes: they are never compiled, the redirect above hands ORT the precompiled module instead.
 ort.env.wasm.wasmBinary = new Uint8Array(8);
 
-let app: ReturnType<typeof createApp> | undefined;
-
-function backendFor(env: Env): Backend {
+export default workersHandler((env: Env) => {
   const ortWeb = new OrtBackend("wasm", ort, { executionProviders: ["wasm"] });
   const name = env.BACKEND ?? "bert-wasm";
   if (name === "wasm") return ortWeb;
-  if (name === "bert-wasm") return new BertWasmOrOrt(createBertWasmBackend(bertSimd128, { relaxed: bertRelaxed }), ortWeb);
+  if (name === "bert-wasm") return new BertWasmOrOrt(bertWasmKernels(), ortWeb);
   throw new Error(`BACKEND=${name}: want wasm or bert-wasm`);
-}
-
-export default {
-  fetch(request: Request, env: Env, ctx: unknown) {
-    app ??= createApp({
-      registry: new ModelRegistry(new R2Storage(env.MODELS), backendFor(env), {
-        memoryBudget: env.MEMORY_BUDGET_MB ? Number(env.MEMORY_BUDGET_MB) * 2 ** 20 : DEFAULT_MEMORY_BUDGET,
-      }),
-      cache: env.RESPONSE_CACHE === "off" ? false : new CacheApiCache((caches as unknown as { default: Cache }).default),
-    });
-    return app.fetch(request, env, ctx as never);
-  },
-};
+});
