@@ -16,10 +16,9 @@ load (after the cold start and heap figures, which are bert-wasm's alone).
  *
  * Prints one line `RESULT {json}`.
  */
-import { availableParallelism } from "node:os";
 import { basename, dirname } from "node:path";
 import { parseArgs } from "node:util";
-import { median, p99, peakRss, textsOfLength, watchWasmMemory } from "./lib.ts";
+import { batchOf as batchOfTexts, loadTokenizer, median, p99, peakRss, type RawRuntime, rawEngine, textsOfLength, watchWasmMemory } from "./lib.ts";
 
 const wasmHeap = watchWasmMemory();
 const { values } = parseArgs({
@@ -39,82 +38,23 @@ const iters = values.iters!.split(",").map(Number);
 const threads = values.threads === "default" ? undefined : Number(values.threads);
 const { readFileSync } = await import("node:fs");
 const graph = readFileSync(`${modelDir}/onnx/model_quantized.onnx`);
-
-type Ort = typeof import("onnxruntime-web");
-let ort: Ort;
-let sessionOptions: Record<string, unknown>;
 const bertWasm = values.runtime === "bert-wasm";
-if (values.runtime === "web" || bertWasm) {
-  ort = await import("onnxruntime-web");
-  if (threads) ort.env.wasm.numThreads = threads;
-  ort.env.wasm.proxy = false;
-  sessionOptions = { executionProviders: ["wasm"] };
-} else {
-  const node = await import("onnxruntime-node");
-  ort = (node.default ?? node) as unknown as Ort;
-  sessionOptions = threads ? { intraOpNumThreads: threads, interOpNumThreads: 1 } : {};
-  if (values.spin === "off") sessionOptions.extra = { session: { intra_op: { allow_spinning: "0" } } };
-}
-const { BertTokenizer } = await import("../src/engine/tokenizer.ts");
-const tokenizer = BertTokenizer.fromJSON(
-  JSON.parse(readFileSync(`${modelDir}/tokenizer.json`, "utf8")),
-  JSON.parse(readFileSync(`${modelDir}/tokenizer_config.json`, "utf8")),
-);
-
-type Batch = import("../src/engine/backend.ts").Batch;
-function batchOf(texts: string[]): Batch {
-  const encodings = texts.map((t) => tokenizer.encode(t)[0]);
-  const seq = Math.max(...encodings.map((e) => e.ids.length));
-  const n = texts.length * seq;
-  const ids = new BigInt64Array(n);
-  const mask = new BigInt64Array(n);
-  encodings.forEach((e, r) =>
-    e.ids.forEach((id, i) => {
-      ids[r * seq + i] = BigInt(id);
-      mask[r * seq + i] = 1n;
-    }),
-  );
-  return { dims: [texts.length, seq], inputIds: ids, attentionMask: mask, tokenTypeIds: new BigInt64Array(n) };
-}
-
-/** ORT feeds of a batch. */
-const toFeeds = (b: Batch) => ({
-  input_ids: new ort.Tensor("int64", b.inputIds, b.dims),
-  attention_mask: new ort.Tensor("int64", b.attentionMask, b.dims),
-  token_type_ids: new ort.Tensor("int64", b.tokenTypeIds, b.dims),
-});
+const engine = await rawEngine(values.runtime as RawRuntime, threads, values.spin !== "off");
+const tokenizer = loadTokenizer(modelDir);
+const batchOf = (texts: string[]) => batchOfTexts(tokenizer, texts);
 
 // Cold start: bytes in memory → session → first answer, in this fresh process (module compile included).
-let run: (b: Batch) => Promise<unknown>;
-let release: () => Promise<void>;
+// bert-wasm's weights are packed beforehand, as `bert-edge pack` does offline.
+const { packBertWasm } = await import("../src/engine/backends/bert-wasm/pack.ts");
+const modelBytes = bertWasm ? packBertWasm(graph) : graph;
+const packedBytes = bertWasm ? modelBytes.byteLength : undefined;
 const coldBatch = batchOf(textsOfLength(tokenizer, 16, 1, 16));
-let coldMs: number;
-let packedBytes: number | undefined;
-let bertWasmHeap = () => 0;
-if (bertWasm) {
-  const { loadBertWasmBackend } = await import("../src/engine/backends/bert-wasm/node.ts");
-  const { packBertWasm } = await import("../src/engine/backends/bert-wasm/pack.ts");
-  const packed = packBertWasm(graph);
-  packedBytes = packed.byteLength;
-  const t0 = performance.now();
-  const s = await (await loadBertWasmBackend({ log: () => {} })).createSession(packed);
-  bertWasmHeap = () => (s as unknown as { memoryBytes: number }).memoryBytes;
-  await s.run(coldBatch);
-  coldMs = performance.now() - t0;
-  run = (b) => s.run(b);
-  release = () => s.release();
-} else {
-  const t0 = performance.now();
-  const s = await ort.InferenceSession.create(graph, sessionOptions);
-  await s.run(toFeeds(coldBatch));
-  coldMs = performance.now() - t0;
-  run = (b) => s.run(toFeeds(b));
-  release = () => s.release();
-}
-const session = { run, release };
-const effectiveThreads =
-  values.runtime === "web" || bertWasm ? (bertWasm ? 1 : (ort.env.wasm.numThreads ?? 1)) : (threads ?? `default (${availableParallelism()} CPUs)`);
-
+const t0 = performance.now();
+const session = await engine.open(modelBytes);
+await session.run(coldBatch);
+const coldMs = performance.now() - t0;
+const bertWasmHeap = () => session.memoryBytes ?? 0;
+const effectiveThreads = engine.threads();
 
 type Stat = { median: number; p99: number; n: number };
 const stat = (ms: number[]): Stat => ({ median: median(ms), p99: p99(ms), n: ms.length });
@@ -143,7 +83,7 @@ const { textClassification } = await import("../src/tasks/text-classification.ts
 const { timedModel } = await import("../src/http/app.ts");
 
 // bert-wasm's comparison partner, interleaved run by run (created after the cold start above).
-const webPartner = bertWasm ? await ort.InferenceSession.create(graph, sessionOptions) : undefined;
+const webPartner = bertWasm ? await (await rawEngine("web", 1)).open(graph) : undefined;
 const vsWeb: Record<number, { bertWasm: Stat; web: Stat }> = {};
 
 const raw: Record<number, Stat> = {};
@@ -166,7 +106,7 @@ for (const [k, len] of lengths.entries()) {
     if (i >= 2) rawMs.push(performance.now() - start);
     if (webPartner) {
       start = performance.now();
-      await webPartner.run(toFeeds(one));
+      await webPartner.run(one);
       if (i >= 2) webMs.push(performance.now() - start);
     }
     if (!inprocModel) continue;
@@ -199,7 +139,7 @@ if (inprocModel) {
   const { softmax } = await import("../src/tasks/math.ts");
   const { existsSync } = await import("node:fs");
   const fp32Path = `${modelDir}/onnx/model.onnx`;
-  const fp32 = existsSync(fp32Path) ? await ort.InferenceSession.create(readFileSync(fp32Path), sessionOptions) : undefined;
+  const fp32 = existsSync(fp32Path) ? await engine.open(readFileSync(fp32Path)) : undefined;
   // int8 dynamic quantization scales activations per tensor over the whole batch: a request
   // merged with others gets slightly different numbers. Solo vs merged, 16 requests; and, for
   // scale, int8 vs the fp32 graph on the same inputs.
@@ -214,7 +154,7 @@ if (inprocModel) {
     const blocker = inprocModel.run(batches[0]);
     const merged = (await Promise.all(batches.map((b) => inprocModel.run(b)))).map((o) => o.logits.data);
     await blocker;
-    const ref = fp32 ? await Promise.all(texts.map(async (t) => (await fp32.run(toFeeds(batchOf([t])))).logits.data as Float32Array)) : undefined;
+    const ref = fp32 ? await Promise.all(texts.map(async (t) => (await fp32.run(batchOf([t]))).logits.data as Float32Array)) : undefined;
     const r: Record<string, number> = { requests: texts.length, maxScoreDiff: 0, maxLogitDiff: 0, flips: 0 };
     solo.forEach((s, i) => {
       r.maxScoreDiff = Math.max(r.maxScoreDiff, diff(softmax(s), softmax(merged[i])));

@@ -39,6 +39,73 @@ export function textsOfLength(tokenizer: BertTokenizer, tokens: number, count: n
   return texts;
 }
 
+type Batch = import("../src/engine/backend.ts").Batch;
+
+/** One batch of texts for the raw runs, all of one length in the bench (so no padding), types 0. */
+export function batchOf(tokenizer: BertTokenizer, texts: string[]): Batch {
+  const encodings = texts.map((t) => tokenizer.encode(t)[0]);
+  const seq = Math.max(...encodings.map((e) => e.ids.length));
+  const n = texts.length * seq;
+  const ids = new BigInt64Array(n);
+  const mask = new BigInt64Array(n);
+  encodings.forEach((e, r) =>
+    e.ids.forEach((id, i) => {
+      ids[r * seq + i] = BigInt(id);
+      mask[r * seq + i] = 1n;
+    }),
+  );
+  return { dims: [texts.length, seq], inputIds: ids, attentionMask: mask, tokenTypeIds: new BigInt64Array(n) };
+}
+
+export type RawRuntime = "web" | "node" | "bert-wasm";
+export interface RawSession {
+  run(batch: Batch): Promise<Record<string, { data: unknown }>>;
+  release(): Promise<void>;
+  /** bert-wasm's wasm memory. */
+  memoryBytes?: number;
+}
+
+/**
+ * Sessions without bert-edge around them: onnxruntime's `session.run` (web, or node at `threads`
+ * intra-op threads, `spin`: whether its pool threads busy-wait, ORT's default) on feeds made from a
+ * batch, or bert-wasm's own session. `open` takes the ONNX graph, or for bert-wasm the packed weights.
+ */
+export async function rawEngine(runtime: RawRuntime, threads: number | undefined, spin = true) {
+  if (runtime === "bert-wasm") {
+    const { loadBertWasmBackend } = await import("../src/engine/backends/bert-wasm/node.ts");
+    const backend = await loadBertWasmBackend({ log: () => {} });
+    return { threads: (): number | string => 1, open: async (packed: Uint8Array): Promise<RawSession> => backend.createSession(packed) as Promise<RawSession> };
+  }
+  type Ort = typeof import("onnxruntime-web");
+  let ort: Ort;
+  const options: Record<string, unknown> = {};
+  if (runtime === "web") {
+    ort = await import("onnxruntime-web");
+    if (threads) ort.env.wasm.numThreads = threads;
+    ort.env.wasm.proxy = false;
+    options.executionProviders = ["wasm"];
+  } else {
+    const node = await import("onnxruntime-node");
+    ort = (node.default ?? node) as unknown as Ort;
+    if (threads) Object.assign(options, { intraOpNumThreads: threads, interOpNumThreads: 1 });
+    if (!spin) options.extra = { session: { intra_op: { allow_spinning: "0" } } };
+  }
+  const toFeeds = (b: Batch) => ({
+    input_ids: new ort.Tensor("int64", b.inputIds, b.dims),
+    attention_mask: new ort.Tensor("int64", b.attentionMask, b.dims),
+    token_type_ids: new ort.Tensor("int64", b.tokenTypeIds, b.dims),
+  });
+  const { availableParallelism } = await import("node:os");
+  return {
+    /** The intra-op threads it runs on (read after a session exists: onnxruntime-web settles its default then). */
+    threads: (): number | string => (runtime === "web" ? (ort.env.wasm.numThreads ?? 1) : (threads ?? `default (${availableParallelism()} CPUs)`)),
+    open: async (graph: Uint8Array): Promise<RawSession> => {
+      const session = await ort.InferenceSession.create(graph, options);
+      return { run: (b) => session.run(toFeeds(b)), release: () => session.release() };
+    },
+  };
+}
+
 export function loadTokenizer(modelDir: string): BertTokenizer {
   const json = JSON.parse(readFileSync(`${modelDir}/tokenizer.json`, "utf8"));
   const config = JSON.parse(readFileSync(`${modelDir}/tokenizer_config.json`, "utf8"));

@@ -24,11 +24,13 @@ const MINILM = "minilm-l6-sentiment";
 const TINY = "tiny-bert-sentiment";
 const LENGTHS = [16, 128, 384];
 /**
- * The transport floor of a backend: the same client's round trip to a bare node:http server that answers
- * a fixed classification after holding its thread for that backend's raw 128-token run (bench/serve.ts
- * --busy-ms): waking a client that waited milliseconds costs more than one that waited microseconds.
+ * The raw floor of a backend: raw inference behind a bare node:http server (bench/serve.ts --impl raw):
+ * the backend's engine, set up as bert-edge sets it up, runs one fixed 128-token input per request, and
+ * a fixed classification goes back. Its (client − run) is what loopback, Node's HTTP and the client cost
+ * with the same run in between (the same caches evicted, the same idle cores woken); what a bert-edge
+ * server spends beyond it is bert-edge's own.
  */
-const floorName = (backend: OwnBackend) => `transport floor for ${backend} (bare node:http, fixed answer after a raw run's wait)`;
+const floorName = (backend: OwnBackend) => `raw floor for ${backend} (bare node:http + raw run, 128 tok)`;
 const CLIENTS = [1, 4, 16];
 const LOAD_LENGTHS = [16, 128];
 /** The intra-op threads bert-edge's native backend runs on this machine (src/runtimes/backends.ts). */
@@ -318,13 +320,13 @@ async function measure(servers: Running[]) {
         for (let round = 0; round < ROUNDS; round++) {
           for (const s of order(servers.length)) {
             const { server, result } = servers[s];
-            if (result.impl === "null") continue; // the transport floor only serves the latency runs
+            if (result.impl === "raw") continue; // the raw floors only serve the latency runs
             // Bounded: a time window, and at most 100 requests per client per round.
             rounds[s].push(await loadTest(`${server.url}/models/${model}`, nextTexts(len), clients, plan.loadSeconds / ROUNDS, clients * 100));
             closeAgents();
           }
         }
-        servers.forEach(({ result }, s) => result.impl !== "null" && ((result.load[model] ??= {})[len] ??= []).push(combine(rounds[s])));
+        servers.forEach(({ result }, s) => result.impl !== "raw" && ((result.load[model] ??= {})[len] ??= []).push(combine(rounds[s])));
       }
     }
   }
@@ -468,7 +470,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   out();
   out("| server | ready | first request minilm | first request tiny | peak RSS | wasm heap |");
   out("|---|---|---|---|---|---|");
-  for (const s of servers.filter((x) => x.impl !== "null")) out(`| ${s.name} | ${f1(s.readyMs)} | ${f1(s.cold[MINILM])} | ${f1(s.cold[TINY])} | ${mib(s.peakRss)} | ${mib(s.wasmHeap)} |`);
+  for (const s of servers.filter((x) => x.impl !== "raw")) out(`| ${s.name} | ${f1(s.readyMs)} | ${f1(s.cold[MINILM])} | ${f1(s.cold[TINY])} | ${mib(s.peakRss)} | ${mib(s.wasmHeap)} |`);
   out();
 
   // --- int8 merge shift
@@ -498,7 +500,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   const xen = { wasm: byName["xenova wasm"], native: byName["xenova native"] };
   const bound = (backend: "wasm" | "native", len: number) => 1000 / engines[MINILM][RAW_KEY[backend]].raw[len].median;
   // Overhead: the client's latency less the server's own run (Server-Timing), and bert-edge's share
-  // of it: less the transport floor, the same for a server that answers a fixed result after as long a wait.
+  // of it: less the same for raw inference behind a bare server (the raw floor).
   const overheadRow = (label: string, l: Latency, rawMs: number, floorMs: number, floorName: string) => {
     const own = l.overheadMs! - floorMs;
     summary.push([
@@ -512,7 +514,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   for (const backend of ["wasm", "native", "bert-wasm"] as const) {
     if (!be[backend] || !byName[floorName(backend)]) continue;
     const floor = byName[floorName(backend)].latency[MINILM][128].overheadMs!;
-    overheadRow(`${backend} (Node HTTP)`, be[backend].latency[MINILM][128], engines[MINILM][RAW_KEY[backend]].raw[128].median, floor, "bare node:http server's (client − wait)");
+    overheadRow(`${backend} (Node HTTP)`, be[backend].latency[MINILM][128], engines[MINILM][RAW_KEY[backend]].raw[128].median, floor, "raw floor's (client − run)");
   }
   const wd = byName["bert-edge workerd wasm"];
   if (wd) overheadRow("wasm (workerd)", wd.latency[MINILM][128], engines[MINILM][RAW_KEY.wasm].raw[128].median, wd.floorMs ?? 0, "GET /health round trip through wrangler dev");
@@ -575,9 +577,9 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   out("- The machine is shared (2 cores; other engineers' jobs ran during this run): absolute figures carry their load, and the comparisons are only meaningful " +
     "because every server took turns on the same measurements. The HTTP overhead per request (client latency − the server's own run time) is mostly the " +
     "cost of waking two processes (client and server) on busy cores; in process, bert-edge's tokenize + queue + decode is a fraction of a millisecond (tables above). " +
-    "The overhead targets count bert-edge's own share: that overhead less the transport floor, the same client's round trip to a bare node:http server that " +
-    "answers a fixed result after holding its thread for the backend's raw 128-token run, less that wait (a client that waited milliseconds wakes slower than one that " +
-    "waited microseconds: its core went idle). On workerd the floor is GET /health through the same wrangler dev chain, with no wait.");
+    "The overhead targets count bert-edge's own share: that overhead less the raw floor's, raw inference behind a bare node:http server (the backend's engine, " +
+    "set up as bert-edge sets it up, runs one fixed 128-token input, then a fixed answer goes back), so that loopback, Node's HTTP, the client, and the caches the run " +
+    "evicts count on both sides. On workerd the floor is GET /health through the same wrangler dev chain, with no run.");
   out("- \"default threads\" for onnxruntime-node is ORT's default intra-op pool (one thread per core). With the cores shared, it is often slower than one thread (raw table): " +
     "onnxruntime-node computes on the JS thread (synchronously, inside a setImmediate) plus its pool, whose spinning threads fight the load generator and the HTTP work for the " +
     `cores even between parallel sections. bert-edge's native backend runs ${NATIVE_THREADS} intra-op thread${NATIVE_THREADS > 1 ? "s" : ""} here, spinning off.`);
@@ -658,8 +660,11 @@ async function main() {
     running.push(await startAndCold("xenova wasm", { impl: "xenova", backend: "wasm", batching: false }, node("xenova", "wasm")));
     running.push(await startAndCold("xenova native", { impl: "xenova", backend: "native", batching: false }, node("xenova", "native")));
     for (const backend of ["native", "wasm", "bert-wasm"] as const) {
-      const busyMs = String(engines[MINILM][RAW_KEY[backend]].raw[128].median);
-      running.push(await startAndCold(floorName(backend), { impl: "null", backend: "–", batching: false }, () => startNodeServer(["--impl", "null", "--busy-ms", busyMs])));
+      running.push(
+        await startAndCold(floorName(backend), { impl: "raw", backend, batching: false }, () =>
+          startNodeServer(["--impl", "raw", "--backend", backend, "--models", MODELS_DIR, "--model", MINILM]),
+        ),
+      );
     }
     await measure(running);
   } finally {

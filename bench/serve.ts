@@ -3,14 +3,13 @@
  * the response cache off so every request runs the model) or the baseline, an @xenova/transformers
  * 2.17.2 text-classification pipeline behind the same kind of Hono app.
  *
- *   tsx bench/serve.ts --impl bert-edge|xenova|null --backend wasm|native|bert-wasm --models DIR [--batching on|off] [--threads N] [--spin on|off] [--queue JSON] [--busy-ms MS]
-
-`--impl null [--busy-ms MS]` is the transport floor: a bare node:http server that reads the body and answers
-a fixed classification, so that the client's round trip on loopback (kernel, Node's HTTP parser, the
-client) can be told apart from what a server does. With `--busy-ms` it first holds its thread for that
-long, as a synchronous session.run does, and says so in `Server-Timing: run`: a client that waited
-milliseconds wakes slower than one that waited microseconds (its core went idle), and that cost is
-the transport's, not the server's.
+ *   tsx bench/serve.ts --impl bert-edge|xenova|raw --backend wasm|native|bert-wasm --models DIR [--batching on|off] [--threads N] [--spin on|off] [--queue JSON] [--model ID]
+ *
+ * `--impl raw --backend B --model ID` is the raw floor: a bare node:http server whose every request runs
+ * the backend's engine, set up as bert-edge's backend sets it up (threads, spinning), on one fixed
+ * 128-token input without bert-edge around it (bench/lib.ts rawEngine), then answers a fixed
+ * classification. What a bert-edge server spends beyond it is bert-edge's own: routing, validation,
+ * tokenizing, queueing, decoding, with the same run evicting the same caches.
  *
  * Prints `LISTENING <port>` once it answers; `GET /__bench` gives its wasm heap, and bert-edge's queue
  * counters per loaded model (`GET /__bench?model=ID`).
@@ -30,7 +29,7 @@ const { values } = parseArgs({
     threads: { type: "string" },
     queue: { type: "string", default: "{}" },
     spin: { type: "string", default: "off" },
-    "busy-ms": { type: "string", default: "0" },
+    model: { type: "string" },
   },
 });
 const models = values.models!;
@@ -82,16 +81,33 @@ function listening(server: import("node:net").Server) {
   });
 }
 
-if (values.impl === "null") {
+/** The raw floor's run: the backend's engine on one fixed 128-token input, as bert-edge's backend runs it. */
+async function rawRun(): Promise<() => Promise<unknown>> {
+  const { join } = await import("node:path");
+  const { readFileSync } = await import("node:fs");
+  const { defaultNativeThreads } = await import("../src/runtimes/backends.ts");
+  const { batchOf, loadTokenizer, rawEngine, textsOfLength } = await import("./lib.ts");
+  const dir = join(models, values.model!);
+  const graph = readFileSync(join(dir, "onnx/model_quantized.onnx"));
+  const backend = values.backend as "wasm" | "native" | "bert-wasm";
+  const engine = await rawEngine(backend === "native" ? "node" : backend === "wasm" ? "web" : "bert-wasm", backend === "native" ? defaultNativeThreads() : 1, values.spin === "on");
+  const { packBertWasm } = await import("../src/engine/backends/bert-wasm/pack.ts");
+  const session = await engine.open(backend === "bert-wasm" ? packBertWasm(graph) : graph);
+  const tokenizer = loadTokenizer(dir);
+  const batch = batchOf(tokenizer, textsOfLength(tokenizer, 128, 1, 128));
+  return () => session.run(batch);
+}
+
+if (values.impl === "raw") {
   const { createServer } = await import("node:http");
   const answer = JSON.stringify([{ label: "LABEL_0", score: 1 }]);
-  const busyMs = Number(values["busy-ms"]);
+  const run = await rawRun();
   const server = createServer((req, res) => {
     req.resume();
-    req.on("end", () => {
+    req.on("end", async () => {
       if (req.url === "/__bench") return res.end(JSON.stringify({ wasmHeap: 0 }));
       const start = performance.now();
-      while (performance.now() - start < busyMs);
+      await run();
       res.writeHead(200, { "content-type": "application/json", "server-timing": `run;dur=${(performance.now() - start).toFixed(3)}` });
       res.end(answer);
     });

@@ -775,52 +775,63 @@ export class BertTokenizer {
 
   /** Normalize text[from, to) keeping, for every UTF-16 unit of the normalized string, its source span. */
   private encodeNormalizedSegment(text: string, from: number, to: number, out: RawEncoding, word: { n: number }): void {
-    let norm = "";
-    const oStart: number[] = [];
-    const oEnd: number[] = [];
     const printableAscii = this.printableAscii;
-    for (let i = from; i < to; ) {
-      if (printableAscii) {
-        let end = i;
-        while (end < to) {
-          const c = text.charCodeAt(end);
-          if (c < 0x20 || c >= 0x7f) break;
-          oStart.push(end);
-          oEnd.push(++end);
+    let ascii = from;
+    if (printableAscii) {
+      while (ascii < to && isPrintableAscii(text.charCodeAt(ascii))) ascii++;
+    }
+    let norm: string;
+    let spans: SourceSpans;
+    if (ascii === to) {
+      // The common case: one printable ASCII run, normalized one unit to one; no span arrays needed.
+      norm = printableAscii!(text.slice(from, to));
+      spans = new SourceSpans(from);
+    } else {
+      norm = "";
+      spans = new SourceSpans(from, [], []);
+      const starts = spans.starts!;
+      const ends = spans.ends!;
+      for (let i = from; i < to; ) {
+        if (printableAscii) {
+          let end = i;
+          while (end < to && isPrintableAscii(text.charCodeAt(end))) {
+            starts.push(end);
+            ends.push(++end);
+          }
+          if (end > i) {
+            norm += printableAscii(text.slice(i, end));
+            i = end;
+            continue;
+          }
         }
-        if (end > i) {
-          norm += printableAscii(text.slice(i, end));
-          i = end;
-          continue;
+        const cp = codePointWithin(text, i, to);
+        const len = cp > 0xffff ? 2 : 1;
+        const piece = this.normOf(cp, text, i, len);
+        if (piece.length > 0) {
+          norm += piece;
+          for (let k = 0; k < piece.length; k++) {
+            starts.push(i);
+            ends.push(i + len);
+          }
         }
+        i += len;
       }
-      const cp = codePointWithin(text, i, to);
-      const len = cp > 0xffff ? 2 : 1;
-      const piece = this.normOf(cp, text, i, len);
-      if (piece.length > 0) {
-        norm += piece;
-        for (let k = 0; k < piece.length; k++) {
-          oStart.push(i);
-          oEnd.push(i + len);
-        }
-      }
-      i += len;
     }
     if (norm.length === 0) return;
     if (this.normMatcher.empty) {
-      this.preTokenizeAndModel(norm, 0, norm.length, oStart, oEnd, out, word);
+      this.preTokenizeAndModel(norm, 0, norm.length, spans, out, word);
       return;
     }
     let pos = 0;
     for (const [start, stop, tok] of this.normMatcher.find(norm)) {
-      if (pos < start) this.preTokenizeAndModel(norm, pos, start, oStart, oEnd, out, word);
+      if (pos < start) this.preTokenizeAndModel(norm, pos, start, spans, out, word);
       out.ids.push(tok.id);
       out.tokens.push(tok.content);
-      out.offsets.push([oStart[start], oEnd[stop - 1]]);
+      out.offsets.push([spans.start(start), spans.end(stop - 1)]);
       out.wordIds.push(word.n++);
       pos = stop;
     }
-    if (pos < norm.length) this.preTokenizeAndModel(norm, pos, norm.length, oStart, oEnd, out, word);
+    if (pos < norm.length) this.preTokenizeAndModel(norm, pos, norm.length, spans, out, word);
   }
 
   /** BertPreTokenizer (split on whitespace, isolate punctuation) followed by WordPiece on each word. */
@@ -828,8 +839,7 @@ export class BertTokenizer {
     norm: string,
     from: number,
     to: number,
-    oStart: number[],
-    oEnd: number[],
+    spans: SourceSpans,
     out: RawEncoding,
     word: { n: number },
   ): void {
@@ -843,14 +853,14 @@ export class BertTokenizer {
         if (wStart < 0) wStart = i;
       } else {
         if (wStart >= 0) {
-          this.wordPiece(norm, wStart, i, oStart, oEnd, out, word.n++);
+          this.wordPiece(norm, wStart, i, spans, out, word.n++);
           wStart = -1;
         }
-        if (cls === CP_PUNCT) this.wordPiece(norm, i, i + len, oStart, oEnd, out, word.n++);
+        if (cls === CP_PUNCT) this.wordPiece(norm, i, i + len, spans, out, word.n++);
       }
       i += len;
     }
-    if (wStart >= 0) this.wordPiece(norm, wStart, to, oStart, oEnd, out, word.n++);
+    if (wStart >= 0) this.wordPiece(norm, wStart, to, spans, out, word.n++);
   }
 
   /** models/wordpiece: greedy longest-match-first; any failure makes the whole word [UNK]. */
@@ -858,8 +868,7 @@ export class BertTokenizer {
     norm: string,
     from: number,
     to: number,
-    oStart: number[],
-    oEnd: number[],
+    spans: SourceSpans,
     out: RawEncoding,
     wordId: number,
   ): void {
@@ -880,7 +889,7 @@ export class BertTokenizer {
         break;
       }
     }
-    if (nChars > this.maxInputCharsPerWord) return this.pushUnk(from, to, oStart, oEnd, out, wordId);
+    if (nChars > this.maxInputCharsPerWord) return this.pushUnk(from, to, spans, out, wordId);
     const mark = out.ids.length;
     let s = 0;
     while (s < nChars) {
@@ -897,21 +906,21 @@ export class BertTokenizer {
       }
       if (id === undefined) {
         out.ids.length = out.tokens.length = out.offsets.length = out.wordIds.length = mark;
-        return this.pushUnk(from, to, oStart, oEnd, out, wordId);
+        return this.pushUnk(from, to, spans, out, wordId);
       }
       const to16 = bounds ? bounds[e] : from + e;
       out.ids.push(id);
       out.tokens.push(piece);
-      out.offsets.push([oStart[from16], oEnd[to16 - 1]]);
+      out.offsets.push([spans.start(from16), spans.end(to16 - 1)]);
       out.wordIds.push(wordId);
       s = e;
     }
   }
 
-  private pushUnk(from: number, to: number, oStart: number[], oEnd: number[], out: RawEncoding, wordId: number): void {
+  private pushUnk(from: number, to: number, spans: SourceSpans, out: RawEncoding, wordId: number): void {
     out.ids.push(this.unkTokenId);
     out.tokens.push(this.unkToken);
-    out.offsets.push([oStart[from], oEnd[to - 1]]);
+    out.offsets.push([spans.start(from), spans.end(to - 1)]);
     out.wordIds.push(wordId);
   }
 
@@ -1077,6 +1086,26 @@ function decoderCleanup(s: string): string {
 }
 
 /** The code point at text[i], reading nothing at or past `to`: a surrogate pair cut there is its lone high half. */
+const isPrintableAscii = (c: number) => c >= 0x20 && c < 0x7f;
+
+/**
+ * For each UTF-16 unit of a normalized segment, the span of source text it came from: explicit
+ * arrays, or none when the unit at i came from source unit `shift + i` alone.
+ */
+class SourceSpans {
+  constructor(
+    private readonly shift: number,
+    readonly starts: number[] | null = null,
+    readonly ends: number[] | null = null,
+  ) {}
+  start(i: number): number {
+    return this.starts ? this.starts[i] : this.shift + i;
+  }
+  end(i: number): number {
+    return this.ends ? this.ends[i] : this.shift + i + 1;
+  }
+}
+
 function codePointWithin(text: string, i: number, to: number): number {
   const cp = text.codePointAt(i)!;
   return cp > 0xffff && i + 1 >= to ? text.charCodeAt(i) : cp;
