@@ -296,13 +296,15 @@ async function measure(servers: Running[]) {
       const samples = servers.map(() => [] as { ms: number; st: Record<string, number> }[]);
       for (let i = 0; i < plan.iters[k] + 3; i++) {
         for (const s of order(servers.length)) {
-          const { server } = servers[s];
+          const { server, result } = servers[s];
+          if (result.impl === "raw" && !(model === MINILM && len === 128)) continue; // a raw floor runs minilm at 128 tokens only
           const r = await post(`${server.url}/models/${model}`, JSON.stringify({ inputs: texts[i] }));
           if (r.status !== 200) throw new Error(`${servers[s].result.name}: ${r.status} ${r.body}`);
           if (i >= 3) samples[s].push({ ms: r.ms, st: parseServerTiming(r.serverTiming) });
         }
       }
       servers.forEach(({ result }, s) => {
+        if (samples[s].length === 0) return;
         const ms = samples[s].map((x) => x.ms);
         const lat: Latency = { median: median(ms), p99: p99(ms), n: ms.length };
         if (samples[s][0].st.run !== undefined) {
@@ -432,7 +434,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
     for (const s of servers) {
       const l = s.latency[model];
       if (!l) continue;
-      const cell = (len: number) => `${f1(l[len].median)} / ${f1(l[len].p99)}`;
+      const cell = (len: number) => (l[len] ? `${f1(l[len].median)} / ${f1(l[len].p99)}` : "–");
       const sp = l[128].split;
       out(`| ${s.name} | ${cell(16)} | ${cell(128)} | ${cell(384)} | ${sp ? `${f1(sp.tokenize)} / ${f1(sp.queue)} / ${f1(sp.run)} / ${f1(sp.decode)}` : "–"} | ${sp ? `${f1(l[128].overheadMs)} ms` : "–"} |`);
     }
@@ -501,20 +503,24 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   const bound = (backend: "wasm" | "native", len: number) => 1000 / engines[MINILM][RAW_KEY[backend]].raw[len].median;
   // Overhead: the client's latency less the server's own run (Server-Timing), and bert-edge's share
   // of it: less the same for raw inference behind a bare server (the raw floor).
-  const overheadRow = (label: string, l: Latency, rawMs: number, floorMs: number, floorName: string) => {
+  // The verdict takes the smaller of the two raw figures: the engine alone (raw table) and the raw
+  // floor's run taking turns with the servers, so that a raw run slowed by load cannot pass it.
+  const overheadRow = (label: string, l: Latency, rawMs: number, floorMs: number, floorName: string, floorRunMs?: number) => {
     const own = l.overheadMs! - floorMs;
+    const base = Math.min(rawMs, floorRunMs ?? rawMs);
+    const inTurns = floorRunMs === undefined ? "" : `; taking turns with the servers, the raw floor's run took ${f1(floorRunMs)} ms, and the own part is ${pct(own, floorRunMs)} of that`;
     summary.push([
-      "overhead (HTTP + tokenize + queue + decode) ≤ 5 % of raw run, 128 tok",
+      "overhead (HTTP + tokenize + queue + decode) ≤ 5 % of raw run, 128 tok (the smaller raw figure)",
       label,
-      `bert-edge's own ${f1(own)} ms = ${pct(own, rawMs)} of raw ${f1(rawMs)} ms (client − server run ${f1(l.overheadMs)} ms, less the ${floorName} ${f1(floorMs)} ms; ` +
+      `bert-edge's own ${f1(own)} ms = ${pct(own, rawMs)} of raw ${f1(rawMs)} ms (client − server run ${f1(l.overheadMs)} ms, less the ${floorName} ${f1(floorMs)} ms${inTurns}; ` +
         `p50 latency ${f1(l.median)} ms vs raw p50 ${f1(rawMs)} ms: ${pct(l.median - rawMs, rawMs)})`,
-      verdict(own <= 0.05 * rawMs),
+      verdict(own <= 0.05 * base),
     ]);
   };
   for (const backend of ["wasm", "native", "bert-wasm"] as const) {
     if (!be[backend] || !byName[floorName(backend)]) continue;
-    const floor = byName[floorName(backend)].latency[MINILM][128].overheadMs!;
-    overheadRow(`${backend} (Node HTTP)`, be[backend].latency[MINILM][128], engines[MINILM][RAW_KEY[backend]].raw[128].median, floor, "raw floor's (client − run)");
+    const floor = byName[floorName(backend)].latency[MINILM][128];
+    overheadRow(`${backend} (Node HTTP)`, be[backend].latency[MINILM][128], engines[MINILM][RAW_KEY[backend]].raw[128].median, floor.overheadMs!, "raw floor's (client − run)", floor.split?.run);
   }
   const wd = byName["bert-edge workerd wasm"];
   if (wd) overheadRow("wasm (workerd)", wd.latency[MINILM][128], engines[MINILM][RAW_KEY.wasm].raw[128].median, wd.floorMs ?? 0, "GET /health round trip through wrangler dev");
