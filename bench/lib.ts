@@ -1,6 +1,8 @@
 /** Shared pieces of the benchmark: statistics, inputs of an exact token length, memory probes, HTTP load. */
 import { readFileSync } from "node:fs";
 import http from "node:http";
+import type { Batch } from "../src/engine/backend.ts";
+import { padBatch } from "../src/engine/batch.ts";
 import { BertTokenizer } from "../src/engine/tokenizer.ts";
 
 export const median = (xs: number[]) => quantile(xs, 0.5);
@@ -39,23 +41,8 @@ export function textsOfLength(tokenizer: BertTokenizer, tokens: number, count: n
   return texts;
 }
 
-type Batch = import("../src/engine/backend.ts").Batch;
-
-/** One batch of texts for the raw runs, all of one length in the bench (so no padding), types 0. */
-export function batchOf(tokenizer: BertTokenizer, texts: string[]): Batch {
-  const encodings = texts.map((t) => tokenizer.encode(t)[0]);
-  const seq = Math.max(...encodings.map((e) => e.ids.length));
-  const n = texts.length * seq;
-  const ids = new BigInt64Array(n);
-  const mask = new BigInt64Array(n);
-  encodings.forEach((e, r) =>
-    e.ids.forEach((id, i) => {
-      ids[r * seq + i] = BigInt(id);
-      mask[r * seq + i] = 1n;
-    }),
-  );
-  return { dims: [texts.length, seq], inputIds: ids, attentionMask: mask, tokenTypeIds: new BigInt64Array(n) };
-}
+/** A batch of texts for the raw runs, as bert-edge pads one. */
+export const batchOf = (tokenizer: BertTokenizer, texts: string[]): Batch => padBatch(texts.map((t) => tokenizer.encode(t)[0]), tokenizer.padTokenId);
 
 export type RawRuntime = "web" | "node" | "bert-wasm";
 export interface RawSession {

@@ -505,14 +505,14 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   // of it: less the same for raw inference behind a bare server (the raw floor).
   // The verdict takes the smaller of the two raw figures: the engine alone (raw table) and the raw
   // floor's run taking turns with the servers, so that a raw run slowed by load cannot pass it.
-  const overheadRow = (label: string, l: Latency, rawMs: number, floorMs: number, floorName: string, floorRunMs?: number) => {
+  const overheadRow = (label: string, l: Latency, rawMs: number, floorMs: number, floorLabel: string, floorRunMs?: number) => {
     const own = l.overheadMs! - floorMs;
     const base = Math.min(rawMs, floorRunMs ?? rawMs);
     const inTurns = floorRunMs === undefined ? "" : `; taking turns with the servers, the raw floor's run took ${f1(floorRunMs)} ms, and the own part is ${pct(own, floorRunMs)} of that`;
     summary.push([
       "overhead (HTTP + tokenize + queue + decode) ≤ 5 % of raw run, 128 tok (the smaller raw figure)",
       label,
-      `bert-edge's own ${f1(own)} ms = ${pct(own, rawMs)} of raw ${f1(rawMs)} ms (client − server run ${f1(l.overheadMs)} ms, less the ${floorName} ${f1(floorMs)} ms${inTurns}; ` +
+      `bert-edge's own ${f1(own)} ms = ${pct(own, rawMs)} of raw ${f1(rawMs)} ms (client − server run ${f1(l.overheadMs)} ms, less the ${floorLabel} ${f1(floorMs)} ms${inTurns}; ` +
         `p50 latency ${f1(l.median)} ms vs raw p50 ${f1(rawMs)} ms: ${pct(l.median - rawMs, rawMs)})`,
       verdict(own <= 0.05 * base),
     ]);

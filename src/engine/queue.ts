@@ -387,11 +387,13 @@ export class RequestQueue {
       this.settling = false;
       this.pump();
     };
+    // Nothing more to gather: no one on the way, the time is up, or a full run is waiting.
+    const gathered = () => incoming === 0 || now() >= deadline || this.full();
     const wake = () => {
-      if (incoming === 0 || now() >= deadline || this.full()) finish();
+      if (gathered()) finish();
     };
     nextTurn(() => {
-      if (incoming === 0 || now() >= deadline || this.full()) return finish();
+      if (gathered()) return finish();
       gathering.add(wake);
       slept = now();
       timer = setTimeout(finish, deadline - slept);

@@ -782,9 +782,9 @@ export class BertTokenizer {
     }
     let norm: string;
     let spans: SourceSpans;
-    if (ascii === to) {
+    if (printableAscii && ascii === to) {
       // The common case: one printable ASCII run, normalized one unit to one; no span arrays needed.
-      norm = printableAscii!(text.slice(from, to));
+      norm = printableAscii(text.slice(from, to));
       spans = new SourceSpans(from);
     } else {
       norm = "";
@@ -1085,7 +1085,6 @@ function decoderCleanup(s: string): string {
   return cleanUpTokenization(s).replaceAll(" do not", " don't");
 }
 
-/** The code point at text[i], reading nothing at or past `to`: a surrogate pair cut there is its lone high half. */
 const isPrintableAscii = (c: number) => c >= 0x20 && c < 0x7f;
 
 /**
@@ -1106,6 +1105,7 @@ class SourceSpans {
   }
 }
 
+/** The code point at text[i], reading nothing at or past `to`: a surrogate pair cut there is its lone high half. */
 function codePointWithin(text: string, i: number, to: number): number {
   const cp = text.codePointAt(i)!;
   return cp > 0xffff && i + 1 >= to ? text.charCodeAt(i) : cp;

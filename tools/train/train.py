@@ -116,26 +116,16 @@ def schedule_lambda(name: str, warmup: int, total: int, num_cycles: Optional[flo
     if name == "linear":
         return lambda step: warm(step) if step < warmup else max(
             0.0, float(total - step) / float(max(1, total - warmup)))
+    def then(decay):
+        """Warm-up, then decay(progress), progress going from 0 to 1 over the steps after warm-up."""
+        return lambda step: warm(step) if step < warmup else decay(float(step - warmup) / float(max(1, total - warmup)))
+
     if name == "cosine":
         c = 0.5 if num_cycles is None else num_cycles
-
-        def f(step):
-            if step < warmup:
-                return warm(step)
-            progress = float(step - warmup) / float(max(1, total - warmup))
-            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * float(c) * 2.0 * progress)))
-        return f
+        return then(lambda progress: max(0.0, 0.5 * (1.0 + math.cos(math.pi * float(c) * 2.0 * progress))))
     if name == "cosine_with_restarts":
         c = 1 if num_cycles is None else num_cycles
-
-        def f(step):
-            if step < warmup:
-                return warm(step)
-            progress = float(step - warmup) / float(max(1, total - warmup))
-            if progress >= 1.0:
-                return 0.0
-            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(c) * progress) % 1.0))))
-        return f
+        return then(lambda progress: 0.0 if progress >= 1.0 else max(0.0, 0.5 * (1.0 + math.cos(math.pi * ((float(c) * progress) % 1.0)))))
     if name == "polynomial":
         if not lr_init > lr_end:
             raise ValueError(f"lr_end ({lr_end}) must be smaller than initial lr ({lr_init})")
