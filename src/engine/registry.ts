@@ -218,13 +218,13 @@ export class ModelRegistry {
       const model = loadedModel({ id: info.id, config: source.config, tokenizer, file: source.file }, session);
       // One fair queue per loaded model: requests run in arrival order, merged while the engine is busy.
       const queue = new RequestQueue(model.run, tokenizer.padTokenId, this.options.queue);
-      const run: LoadedModel["run"] = async (batch, timing) => {
+      const ended = () => void entry.running--;
+      const run: LoadedModel["run"] = (batch, timing) => {
         entry.running++;
-        try {
-          return await queue.run(batch, timing);
-        } finally {
-          entry.running--;
-        }
+        const ran = queue.run(batch, timing);
+        // The caller awaits the queue's own promise: no async wrapper's extra hops after the run.
+        ran.then(ended, ended);
+        return ran;
       };
       return { ...model, run, queue };
     } catch (err) {
