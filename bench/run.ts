@@ -31,6 +31,8 @@ const LENGTHS = [16, 128, 384];
  * server spends beyond it is bert-edge's own.
  */
 const floorName = (backend: OwnBackend) => `raw floor for ${backend} (bare node:http + raw run, 128 tok)`;
+/** workerd's raw floor: the bench Worker runs onnxruntime-web on a fixed 128-token input (bench/worker.ts), through the same wrangler dev chain. */
+const WORKERD_FLOOR = "raw floor for workerd wasm (bench Worker + raw run, 128 tok)";
 const CLIENTS = [1, 4, 16];
 const LOAD_LENGTHS = [16, 128];
 /** The intra-op threads bert-edge's native backend runs on this machine (src/runtimes/backends.ts). */
@@ -256,8 +258,6 @@ interface ServerResult {
   load: Record<string, Record<number, LoadResult[]>>;
   peakRss: number;
   wasmHeap: number;
-  /** workerd: median GET /health round trip (its transport floor). */
-  floorMs?: number;
 }
 
 interface Running {
@@ -332,16 +332,7 @@ async function measure(servers: Running[]) {
       }
     }
   }
-  // workerd's transport floor: a fixed answer (GET /health) through the same wrangler dev chain.
-  for (const { result, server } of servers.filter((x) => x.result.name.includes("workerd"))) {
-    const ms: number[] = [];
-    for (let i = 0; i < 103; i++) {
-      const r = await post(`${server.url}/health`, undefined);
-      if (i >= 3) ms.push(r.ms);
-    }
-    result.floorMs = median(ms);
-  }
-  for (const { result, server } of servers) {
+  for (const { result, server } of servers.filter((x) => x.result.impl !== "raw")) {
     result.wasmHeap = ((await (await fetch(`${server.url}/__bench`)).json()) as { wasmHeap: number }).wasmHeap;
     result.peakRss = peakRss(server.pid());
   }
@@ -523,7 +514,8 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
     overheadRow(`${backend} (Node HTTP)`, be[backend].latency[MINILM][128], engines[MINILM][RAW_KEY[backend]].raw[128].median, floor.overheadMs!, "raw floor's (client − run)", floor.split?.run);
   }
   const wd = byName["bert-edge workerd wasm"];
-  if (wd) overheadRow("wasm (workerd)", wd.latency[MINILM][128], engines[MINILM][RAW_KEY.wasm].raw[128].median, wd.floorMs ?? 0, "GET /health round trip through wrangler dev");
+  const wdFloor = byName[WORKERD_FLOOR]?.latency[MINILM][128];
+  if (wd && wdFloor) overheadRow("wasm (workerd)", wd.latency[MINILM][128], engines[MINILM][RAW_KEY.wasm].raw[128].median, wdFloor.overheadMs!, "raw floor's (client − run)", wdFloor.split?.run);
   // The own encoder (issue: bert-wasm).
   const own = engines[MINILM]["bert-wasm, 1 thread"], web = engines[MINILM]["web, 1 thread"];
   if (own?.vsWeb) {
@@ -585,7 +577,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
     "cost of waking two processes (client and server) on busy cores; in process, bert-edge's tokenize + queue + decode is a fraction of a millisecond (tables above). " +
     "The overhead targets count bert-edge's own share: that overhead less the raw floor's, raw inference behind a bare node:http server (the backend's engine, " +
     "set up as bert-edge sets it up, runs one fixed 128-token input, then a fixed answer goes back), so that loopback, Node's HTTP, the client, and the caches the run " +
-    "evicts count on both sides. On workerd the floor is GET /health through the same wrangler dev chain, with no run.");
+    "evicts count on both sides. On workerd the floor is the bench Worker (bench/worker.ts) running onnxruntime-web on a fixed 128-token input through the same wrangler dev chain.");
   out("- \"default threads\" for onnxruntime-node is ORT's default intra-op pool (one thread per core). With the cores shared, it is often slower than one thread (raw table): " +
     "onnxruntime-node computes on the JS thread (synchronously, inside a setImmediate) plus its pool, whose spinning threads fight the load generator and the HTTP work for the " +
     `cores even between parallel sections. bert-edge's native backend runs ${NATIVE_THREADS} intra-op thread${NATIVE_THREADS > 1 ? "s" : ""} here, spinning off.`);
@@ -657,7 +649,13 @@ async function main() {
           return w;
         }),
       );
-      const url = running.at(-1)!.server.url;
+      const workerd = running.at(-1)!.server;
+      const url = workerd.url;
+      // The same workerd process serves the raw floor; it takes no cold start of its own.
+      running.push({
+        result: { name: WORKERD_FLOOR, impl: "raw", backend: "wasm", batching: false, readyMs: NaN, cold: {}, latency: {}, load: {}, peakRss: NaN, wasmHeap: NaN },
+        server: { ...workerd, url: `${url}/__bench/raw` },
+      });
       for (const model of [MINILM, TINY]) {
         log(`workerd engines: ${model}`);
         Object.assign(engines[model], await workerdEngines(url, model));

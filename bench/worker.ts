@@ -4,7 +4,10 @@
  * `GET /__bench/engine?backend=wasm|bert-wasm&model=ID&len=N&runs=R`: R raw engine runs on one
  * sequence of N tokens inside workerd (onnxruntime-web on ID/onnx/model_quantized.onnx, bert-wasm on
  * ID/bert-wasm/model.bin). workerd's clocks stand still during computation, so the client times the
- * request and divides by R; the first request per engine also creates the session.
+ * request and divides by R; the first request per engine also creates the session. And
+ * `POST /__bench/raw/models/ID`: workerd's raw floor (bench/run.ts), onnxruntime-web running ID on one
+ * fixed 128-token sequence, then a fixed answer with its run in `Server-Timing`, timed as bert-edge
+ * times its own.
  */
 import * as ort from "onnxruntime-web/wasm";
 import type { Batch, Session } from "../src/engine/backend.ts";
@@ -63,6 +66,14 @@ export default {
       const runs = Number(q.get("runs") ?? 1);
       for (let i = 0; i < runs; i++) await session.run(batch);
       return Response.json({ ok: true });
+    }
+    const floor = /^\/__bench\/raw\/models\/(.+)$/.exec(url.pathname);
+    if (floor) {
+      await request.arrayBuffer();
+      const session = await engineSession(env, "wasm", floor[1]);
+      const start = performance.now();
+      await session.run(batchOf(128));
+      return Response.json([{ label: "LABEL_0", score: 1 }], { headers: { "server-timing": `run;dur=${(performance.now() - start).toFixed(3)}` } });
     }
     if (url.pathname === "/__bench") {
       const wasmHeap = [...memories].reduce((sum, m) => sum + m.buffer.byteLength, 0);
