@@ -7,7 +7,8 @@
  * request and divides by R; the first request per engine also creates the session. And
  * `POST /__bench/raw/models/ID`: workerd's raw floor (bench/run.ts), onnxruntime-web running ID on one
  * fixed 128-token sequence, then a fixed answer with its run in `Server-Timing`, timed as bert-edge
- * times its own.
+ * times its own (performance.now around an awaited run, which workerd does advance: 74–75 ms in the
+ * bench, as bert-edge's own Server-Timing run).
  */
 import * as ort from "onnxruntime-web/wasm";
 import type { Batch, Session } from "../src/engine/backend.ts";
