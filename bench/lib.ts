@@ -1,4 +1,5 @@
 /** Shared pieces of the benchmark: statistics, inputs of an exact token length, memory probes, HTTP load. */
+import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import http from "node:http";
 import type { Batch } from "../src/engine/backend.ts";
@@ -287,4 +288,22 @@ export function shuffler(seed: number): (n: number) => number[] {
     }
     return order;
   };
+}
+
+/**
+ * `node --import tsx bench/serve.ts ...args` in its own process group (kill it with `-pid`), run from
+ * `cwd` (another checkout, to A/B a change); resolves with its URL once it prints `LISTENING <port>`.
+ */
+export function startServe(args: string[], cwd: string): Promise<{ url: string; child: ChildProcess; output: () => string }> {
+  const child = spawn(process.execPath, ["--import", "tsx", "bench/serve.ts", ...args], { cwd, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  let out = "";
+  child.stderr!.on("data", (d) => (out += d));
+  return new Promise((ok, fail) => {
+    child.stdout!.on("data", (d) => {
+      out += d;
+      const m = /LISTENING (\d+)/.exec(out);
+      if (m) ok({ url: `http://127.0.0.1:${m[1]}`, child, output: () => out });
+    });
+    child.on("exit", (code) => fail(new Error(`bench/serve.ts ${args.join(" ")} exited ${code}:\n${out}`)));
+  });
 }

@@ -6,11 +6,11 @@
  *
  *   tsx bench/probe.ts [--backend native] [--threads 1,2] [--queues '{}' --queues '{"gatherRatio":0}'] [--seconds 2] [--rounds 2] [--lengths 16,128]
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, post, textSupply, shuffler } from "./lib.ts";
+import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, post, textSupply, shuffler, startServe } from "./lib.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const { values } = parseArgs({
@@ -39,18 +39,7 @@ interface Server {
   child: ChildProcess;
 }
 async function start(name: string, args: string[]): Promise<Server> {
-  const child = spawn(process.execPath, ["--import", "tsx", "bench/serve.ts", ...args], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], detached: true });
-  let out = "";
-  child.stderr!.on("data", (d) => (out += d));
-  const port = await new Promise<number>((ok, fail) => {
-    child.stdout!.on("data", (d) => {
-      out += d;
-      const m = /LISTENING (\d+)/.exec(out);
-      if (m) ok(Number(m[1]));
-    });
-    child.on("exit", (code) => fail(new Error(`serve ${args.join(" ")} exited ${code}:\n${out}`)));
-  });
-  const url = `http://127.0.0.1:${port}`;
+  const { url, child } = await startServe(args, ROOT);
   const r = await post(`${url}/models/${MODEL}`, JSON.stringify({ inputs: nextTexts(lengths[0])[0] }));
   if (r.status !== 200) throw new Error(`${name}: ${r.status} ${r.body}`);
   return { name, url, child };

@@ -13,7 +13,7 @@ import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { defaultNativeThreads } from "../src/runtimes/backends.ts";
-import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, peakRss, post, textSupply, shuffler } from "./lib.ts";
+import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, peakRss, post, textSupply, shuffler, startServe } from "./lib.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const argv = process.argv.slice(2);
@@ -178,21 +178,10 @@ async function waitFor(url: string, child: ChildProcess, output: () => string, t
 
 async function startNodeServer(args: string[]): Promise<Server> {
   const start = performance.now();
-  const child = spawn(...NODE_TSX("bench/serve.ts", args), { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const { url, child, output } = await startServe(args, ROOT);
   children.add(child);
-  let out = "";
-  child.stderr.on("data", (d) => (out += d));
-  const port = await new Promise<number>((ok, fail) => {
-    child.stdout.on("data", (d) => {
-      out += d;
-      const m = /LISTENING (\d+)/.exec(out);
-      if (m) ok(Number(m[1]));
-    });
-    child.on("exit", (code) => fail(new Error(`bench/serve.ts ${args.join(" ")} exited ${code}:\n${out}`)));
-  });
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(`${url}/health`, child, () => out, 30_000);
-  return { url, child, readyMs: performance.now() - start, pid: () => child.pid!, output: () => out };
+  await waitFor(`${url}/health`, child, output, 30_000);
+  return { url, child, readyMs: performance.now() - start, pid: () => child.pid!, output };
 }
 
 async function freePort(): Promise<number> {
@@ -354,7 +343,26 @@ const ratio = (a: number, b: number) => (b ? `${(a / b).toFixed(2)}×` : "–");
 const pct = (a: number, b: number) => `${((100 * a) / b).toFixed(1)} %`;
 const verdict = (ok: boolean) => (ok ? "**met**" : "**MISSED**");
 
-function report(engines: Record<string, Record<string, any>>, servers: ServerResult[], seconds: number) {
+/**
+ * The CPU, with the instruction sets int8 inference speed hangs on (onnxruntime's int8 kernels use
+ * VNNI dot products where the CPU has them, AVX2 otherwise): runs on different machines differ by
+ * several times, so every report names its machine.
+ */
+function describeMachine(): string {
+  const model = cpus()[0]?.model ?? "?";
+  let info = "";
+  try {
+    info = readFileSync("/proc/cpuinfo", "utf8");
+  } catch {
+    return `${availableParallelism()} CPUs (${model})`;
+  }
+  const field = (name: string) => new RegExp(`^${name}\\s*: (.*)$`, "m").exec(info)?.[1];
+  const flags = new Set(field("flags")?.split(" "));
+  const sets = ["avx2", "avx512f", "avx512_vnni", "avx_vnni"].filter((f) => flags.has(f));
+  return `${availableParallelism()} CPUs (${model}, family ${field("cpu family")} model ${field("model")}; ${sets.join(", ") || "no AVX2"}${sets.some((f) => f.includes("vnni")) ? "" : ", no VNNI"})`;
+}
+
+function report(engines: Record<string, Record<string, any>>, servers: ServerResult[], seconds: number, machine: string) {
   const lines: string[] = [];
   const out = (s = "") => lines.push(s);
   const byName = Object.fromEntries(servers.map((s) => [s.name, s]));
@@ -362,7 +370,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   out("# Benchmarks");
   out();
   out(`Produced by \`${command}\` (bench/run.ts) in ${seconds.toFixed(0)} s on ${new Date().toISOString().slice(0, 10)}: ` +
-    `Node ${process.version}, ${availableParallelism()} CPUs (${cpus()[0]?.model ?? "?"}), shared with other work — every figure below comes from ` +
+    `Node ${process.version}, ${machine}, shared with other work — every figure below comes from ` +
     `this one run, measured side by side; medians and p99 in milliseconds. All servers are up at once (idle but one) and take turns in a shuffled order: request by request for latency, round by round for load. Load is generated from the bench process over keep-alive HTTP on loopback, ` +
     `so client and server share the same ${availableParallelism()} cores.`);
   out();
@@ -615,9 +623,8 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
 async function main() {
   if (argv.includes("--report-only")) {
     // Rewrites docs/benchmarks.md from the last run's bench/results/latest.json.
-    const { readFileSync } = await import("node:fs");
     const last = JSON.parse(readFileSync(join(ROOT, "bench/results/latest.json"), "utf8"));
-    writeFileSync(join(ROOT, "docs/benchmarks.md"), report(last.engines, last.servers, last.seconds).markdown);
+    writeFileSync(join(ROOT, "docs/benchmarks.md"), report(last.engines, last.servers, last.seconds, last.machine ?? describeMachine()).markdown);
     return;
   }
   await prepareModels();
@@ -679,9 +686,10 @@ async function main() {
   const servers = running.map((r) => r.result);
 
   const seconds = (performance.now() - tStart) / 1000;
-  const { markdown, summary } = report(engines, servers, seconds);
+  const machine = describeMachine();
+  const { markdown, summary } = report(engines, servers, seconds, machine);
   mkdirSync(join(ROOT, "bench/results"), { recursive: true });
-  writeFileSync(join(ROOT, "bench/results/latest.json"), JSON.stringify({ quick: QUICK, seconds, engines, servers }, null, 2));
+  writeFileSync(join(ROOT, "bench/results/latest.json"), JSON.stringify({ quick: QUICK, seconds, machine, engines, servers }, null, 2));
   writeFileSync(join(ROOT, "docs/benchmarks.md"), markdown);
   console.log("\n" + summary.map((r) => r.join("  |  ")).join("\n"));
   console.log(`\nwrote docs/benchmarks.md and bench/results/latest.json (${seconds.toFixed(0)} s)`);
