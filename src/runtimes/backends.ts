@@ -5,7 +5,29 @@
 import type { Backend } from "../engine/backend.ts";
 import { BertWasmOrOrt } from "../engine/backends/bert-wasm-or-ort.ts";
 import { OrtBackend } from "../engine/backends/ort.ts";
+import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
+
+/**
+ * Whether onnxruntime-node's int8 kernels saturate here: on x86-64 without AVX-512 VNNI or AVX-VNNI,
+ * MLAS multiplies uint8 activations by int8 weights with vpmaddubsw, which adds each pair of products
+ * into a saturating int16 (two of 255 × ±127 overflow it). `cpuinfo`: /proc/cpuinfo, undefined where
+ * there is none (the flags are unknown: assumed to saturate).
+ */
+export function int8Saturates(arch = process.arch, cpuinfo = readCpuinfo()): boolean {
+  if (arch !== "x64") return false;
+  if (cpuinfo === undefined) return true;
+  const flags = /^flags\s*:(.*)$/m.exec(cpuinfo)?.[1].split(/\s+/) ?? [];
+  return !flags.includes("avx512_vnni") && !flags.includes("avx_vnni");
+}
+
+function readCpuinfo(): string | undefined {
+  try {
+    return readFileSync("/proc/cpuinfo", "utf8");
+  } catch {
+    return undefined;
+  }
+}
 
 export type BackendName = "native" | "wasm" | "bert-wasm";
 
@@ -28,6 +50,9 @@ export function defaultNativeThreads(cores = availableParallelism()): number {
 export async function createBackend(name: BackendName, threads?: number, { spinning = false }: { spinning?: boolean } = {}): Promise<Backend> {
   if (name === "native") {
     const ort = await import("onnxruntime-node");
+    if (int8Saturates()) {
+      console.log("bert-edge: this CPU has no VNNI, where onnxruntime-node's int8 kernels saturate: int8 answers can drift from onnxruntime-web's (README, Backends)");
+    }
     return new OrtBackend("native", ort.default ?? ort, {
       intraOpNumThreads: threads ?? defaultNativeThreads(),
       interOpNumThreads: 1,
