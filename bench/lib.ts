@@ -290,12 +290,15 @@ export function shuffler(seed: number): (n: number) => number[] {
   };
 }
 
+/** `node --import tsx script`: one process (the tsx CLI would put a second one in between, hiding the RSS). */
+export const nodeTsx = (script: string, args: string[]) => [process.execPath, ["--import", "tsx", script, ...args]] as const;
+
 /**
  * `node --import tsx bench/serve.ts ...args` in its own process group (kill it with `-pid`), run from
  * `cwd` (another checkout, to A/B a change); resolves with its URL once it prints `LISTENING <port>`.
  */
 export function startServe(args: string[], cwd: string): Promise<{ url: string; child: ChildProcess; output: () => string }> {
-  const child = spawn(process.execPath, ["--import", "tsx", "bench/serve.ts", ...args], { cwd, stdio: ["ignore", "pipe", "pipe"], detached: true });
+  const child = spawn(...nodeTsx("bench/serve.ts", args), { cwd, stdio: ["ignore", "pipe", "pipe"], detached: true });
   let out = "";
   child.stderr!.on("data", (d) => (out += d));
   return new Promise((ok, fail) => {

@@ -12,8 +12,8 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { defaultNativeThreads } from "../src/runtimes/backends.ts";
-import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, peakRss, post, textSupply, shuffler, startServe } from "./lib.ts";
+import { defaultNativeThreads, readCpuinfo } from "../src/runtimes/backends.ts";
+import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, peakRss, post, textSupply, shuffler, nodeTsx, startServe } from "./lib.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const argv = process.argv.slice(2);
@@ -123,8 +123,6 @@ function servedFiles() {
 // Processes
 // ---------------------------------------------------------------------------------------------
 
-/** `node --import tsx script`: one process (the tsx CLI would put a second one in between, hiding the RSS). */
-const NODE_TSX = (script: string, args: string[]) => [process.execPath, ["--import", "tsx", script, ...args]] as const;
 const children = new Set<ChildProcess>();
 function killGroup(child: ChildProcess) {
   try {
@@ -139,7 +137,7 @@ process.on("SIGINT", () => process.exit(130));
 
 function runChild(args: string[]): Promise<any> {
   return new Promise((ok, fail) => {
-    const child = spawn(...NODE_TSX(args[0], args.slice(1)), { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], detached: true });
+    const child = spawn(...nodeTsx(args[0], args.slice(1)), { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], detached: true });
     children.add(child);
     let out = "";
     child.stdout.on("data", (d) => (out += d));
@@ -350,12 +348,8 @@ const verdict = (ok: boolean) => (ok ? "**met**" : "**MISSED**");
  */
 function describeMachine(): string {
   const model = cpus()[0]?.model ?? "?";
-  let info = "";
-  try {
-    info = readFileSync("/proc/cpuinfo", "utf8");
-  } catch {
-    return `${availableParallelism()} CPUs (${model})`;
-  }
+  const info = readCpuinfo();
+  if (info === undefined) return `${availableParallelism()} CPUs (${model})`;
   const field = (name: string) => new RegExp(`^${name}\\s*: (.*)$`, "m").exec(info)?.[1];
   const flags = new Set(field("flags")?.split(" "));
   const sets = ["avx2", "avx512f", "avx512_vnni", "avx_vnni"].filter((f) => flags.has(f));

@@ -21,7 +21,8 @@ export function int8Saturates(arch = process.arch, cpuinfo = readCpuinfo()): boo
   return !flags.includes("avx512_vnni") && !flags.includes("avx_vnni");
 }
 
-function readCpuinfo(): string | undefined {
+/** /proc/cpuinfo, where there is one (Linux). */
+export function readCpuinfo(): string | undefined {
   try {
     return readFileSync("/proc/cpuinfo", "utf8");
   } catch {
