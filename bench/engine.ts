@@ -5,7 +5,7 @@
  * same model file, plus the int8 shift that merging requests causes. Also the cold start of this
  * fresh process: model bytes in memory → session → first answer (16 tokens).
  *
- *   tsx bench/engine.ts --runtime web|node|bert-wasm --threads 1|N|default [--spin on|off] --model DIR [--inproc] [--iters 30,20,8]
+ *   tsx bench/engine.ts --runtime web|node|bert-wasm --threads 1|N|default [--spin on|off] [--first-token] --model DIR [--inproc] [--iters 30,20,8]
 
 With `--runtime bert-wasm`, an onnxruntime-web session (1 thread) on the same graph runs too, taking
 turns with bert-wasm run by run (`vsWeb`): the ratio of the two comes from one process under the same
@@ -30,6 +30,7 @@ const { values } = parseArgs({
     iters: { type: "string", default: "30,20,8" },
     lengths: { type: "string", default: "16,128,384" },
     spin: { type: "string", default: "on" },
+    "first-token": { type: "boolean", default: false },
   },
 });
 const modelDir = values.model!;
@@ -46,7 +47,11 @@ const batchOf = (texts: string[]) => batchOfTexts(tokenizer, texts);
 // Cold start: bytes in memory → session → first answer, in this fresh process (module compile included).
 // bert-wasm's weights are packed beforehand, as `bert-edge pack` does offline.
 const { packBertWasm } = await import("../src/engine/backends/bert-wasm/pack.ts");
-const modelBytes = bertWasm ? packBertWasm(graph) : graph;
+const { firstTokenGraph } = await import("../src/engine/first-token.ts");
+const pruned = values["first-token"] ? firstTokenGraph(graph) : undefined;
+if (pruned && "skipped" in pruned) throw new Error(`--first-token: ${pruned.skipped}`);
+// --first-token: the graph as bert-edge's native and wasm backends serve it (src/engine/first-token.ts).
+const modelBytes = bertWasm ? packBertWasm(graph) : pruned ? pruned.graph : graph;
 const packedBytes = bertWasm ? modelBytes.byteLength : undefined;
 const coldBatch = batchOf(textsOfLength(tokenizer, 16, 1, 16));
 const t0 = performance.now();

@@ -3,8 +3,9 @@
  * compares with the fp32 PyTorch numbers the training script wrote (models/demo/<name>/eval_fp32.json).
  *
  *   npx tsx eval/evaluate.ts [--backend native|wasm] [--models models/demo] [--only sst2,conll03]
- *                            [--batch 32] [--limit N] [--fp32-onnx] [--json eval/results.json]
+ *                            [--batch 32] [--limit N] [--fp32-onnx] [--first-token on|off] [--json eval/results.json]
  *
+ * --first-token off serves classifier graphs as exported (no first-token pruning of the last layer).
  * --fp32-onnx also serves onnx/model.onnx (kept out of git; present after tools/train/train.py export)
  * in a second server, to tell quantization loss from export / pipeline differences.
  */
@@ -26,6 +27,7 @@ const { values: opts } = parseArgs({
     batch: { type: "string", default: "32" },
     limit: { type: "string" },
     "fp32-onnx": { type: "boolean", default: false },
+    "first-token": { type: "string", default: "on" },
     json: { type: "string" },
   },
 });
@@ -114,7 +116,7 @@ const TASKS: Record<string, { model: string; metrics: string[]; run: (post: Post
 };
 
 async function serve(preferQuantized: boolean) {
-  const server = await startServer({ models: opts.models!, port: 0, backend: opts.backend as BackendName, preferQuantized });
+  const server = await startServer({ models: opts.models!, port: 0, backend: opts.backend as BackendName, preferQuantized, firstToken: opts["first-token"] !== "off" });
   const base = `http://127.0.0.1:${server.port}`;
   const post: Post = async (model, inputs, parameters) => {
     const res = await fetch(`${base}/models/${model}`, {

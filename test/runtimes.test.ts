@@ -132,7 +132,12 @@ describe("the same answers on workerd, Deno and Node", { timeout: 300_000 }, () 
       timeoutMs: 120_000,
     });
     stops.push(dev.stop);
-    assertDeepClose(await answers(`http://127.0.0.1:${port}`), reference, 1e-9);
+    // Workers serve graphs as exported (the first-token rewrite needs protobufjs code generation):
+    // the same answers as Node with it off.
+    const node = await startServer({ models: FIXTURES_DIR, port: 0, backend: "wasm", firstToken: false });
+    stops.push(node.close);
+    const asExported = await answers(`http://127.0.0.1:${node.port}`);
+    assertDeepClose(await answers(`http://127.0.0.1:${port}`), asExported, 1e-9);
 
     // The answers went to caches.default through waitUntil: a repeat is a HIT.
     const [path, body] = REQUESTS[0];
@@ -140,7 +145,7 @@ describe("the same answers on workerd, Deno and Node", { timeout: 300_000 }, () 
     for (let attempt = 0; attempt < 20 && cache !== "HIT"; attempt++) {
       const res = await fetch(`http://127.0.0.1:${port}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
       cache = res.headers.get("x-cache");
-      assertDeepClose(await res.json(), reference[0].body, 1e-9);
+      assertDeepClose(await res.json(), asExported[0].body, 1e-9);
     }
     assert.equal(cache, "HIT");
   });

@@ -42,13 +42,31 @@ export function defaultNativeThreads(cores = availableParallelism()): number {
   return Math.max(1, cores);
 }
 
-/**
- * `spinning`: whether ORT's pool threads busy-wait between parallel sections (ORT's default). Off
- * unless asked for: on cores shared with the JS thread and other processes, spinning threads take
- * the CPU from the work that would feed them (measured in docs/benchmarks.md: ORT's default pool is
- * slower than one thread on a loaded 2-core box; without spinning, merged batches still use both cores).
- */
-export async function createBackend(name: BackendName, threads?: number, { spinning = false }: { spinning?: boolean } = {}): Promise<Backend> {
+/** A backend by name; `threads`: intra-op threads (native: one per core by default; wasm: 1). */
+export async function createBackend(name: BackendName, threads?: number, { spinning = false, firstToken = true }: BackendOptions = {}): Promise<Backend> {
+  const backend = await createEngine(name, threads, spinning, firstToken);
+  // bert-wasm prunes in its own layer loop (and hands other graphs to a wasm backend made here).
+  if (!firstToken || name === "bert-wasm") return backend;
+  const { FirstTokenBackend } = await import("../engine/first-token.ts");
+  return new FirstTokenBackend(backend);
+}
+
+export interface BackendOptions {
+  /**
+   * Whether ORT's pool threads busy-wait between parallel sections (ORT's default). Off unless asked
+   * for: on cores shared with the JS thread and other processes, spinning threads take the CPU from
+   * the work that would feed them (measured in docs/benchmarks.md: ORT's default pool is slower than
+   * one thread on a loaded 2-core box; without spinning, merged batches still use both cores).
+   */
+  spinning?: boolean;
+  /**
+   * Run classifier graphs with their last layer pruned to the first token (src/engine/first-token.ts;
+   * default on). Off: every graph runs as exported.
+   */
+  firstToken?: boolean;
+}
+
+async function createEngine(name: BackendName, threads: number | undefined, spinning: boolean, firstToken: boolean): Promise<Backend> {
   if (name === "native") {
     const ort = await import("onnxruntime-node");
     if (int8Saturates()) {
@@ -71,7 +89,7 @@ export async function createBackend(name: BackendName, threads?: number, { spinn
     const [{ loadBertWasmBackend }, { packBertWasm }, wasm] = await Promise.all([
       import("../engine/backends/bert-wasm/node.ts"),
       import("../engine/backends/bert-wasm/pack.ts"),
-      createBackend("wasm"),
+      createBackend("wasm", undefined, { firstToken }),
     ]);
     return new BertWasmOrOrt(await loadBertWasmBackend(), wasm, (onnx) => packBertWasm(onnx));
   }

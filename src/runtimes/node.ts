@@ -26,10 +26,12 @@ export interface ServerOptions {
   preferQuantized?: boolean;
   /** Keep answers for repeated requests (default true). */
   responseCache?: boolean;
+  /** Prune classifier graphs' last layer to the first token (default true; src/engine/first-token.ts). */
+  firstToken?: boolean;
 }
 
 export async function startServer(options: ServerOptions) {
-  const backend = await createBackend(options.backend);
+  const backend = await createBackend(options.backend, undefined, { firstToken: options.firstToken !== false });
   const registry = new ModelRegistry(openStorage(options.models, process.env), backend, options);
   const app = createApp({ registry, cache: options.responseCache === false ? false : undefined, sha256Hex });
   const models = await registry.list();
@@ -58,7 +60,7 @@ export async function main(argv: string[]) {
 }
 
 const USAGE = `usage:
-  bert-edge serve [--models DIR|s3://bucket/prefix|https://...] [--port N] [--backend native|wasm|bert-wasm] [--fp32] [--response-cache on|off]
+  bert-edge serve [--models DIR|s3://bucket/prefix|https://...] [--port N] [--backend native|wasm|bert-wasm] [--fp32] [--response-cache on|off] [--first-token on|off]
   bert-edge pack <export-dir> --out <dir> [--id org/name] [--version V] [--fp32]
   bert-edge quantize <in.onnx> <out.onnx> | <model-dir>
   bert-edge push <packed-dir>/<id>/<version> <dir|s3://bucket/prefix|r2://bucket/prefix> [--local]`;
@@ -82,9 +84,10 @@ async function run(argv: string[]) {
       backend: { type: "string", default: "native" },
       fp32: { type: "boolean", default: false },
       "response-cache": { type: "string", default: "on" },
+      "first-token": { type: "string", default: "on" },
     },
   });
-  if (!["on", "off"].includes(values["response-cache"]!)) {
+  if (![values["response-cache"], values["first-token"]].every((v) => v === "on" || v === "off")) {
     console.error(USAGE);
     process.exit(2);
   }
@@ -94,6 +97,7 @@ async function run(argv: string[]) {
     backend: values.backend as BackendName,
     preferQuantized: !values.fp32,
     responseCache: values["response-cache"] === "on",
+    firstToken: values["first-token"] === "on",
   });
   console.log(`bert-edge: ${models.length} models from ${values.models} on http://localhost:${port} (${values.backend} backend)`);
   for (const m of models) console.log(`  ${m.id}  ${m.task}  ${m.file}`);

@@ -1,0 +1,167 @@
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { describe, it } from "node:test";
+import { decodeModel, encodeModel } from "../src/cli/onnx.ts";
+import type { Backend, Batch, Session } from "../src/engine/backend.ts";
+import { FirstTokenBackend, firstTokenGraph } from "../src/engine/first-token.ts";
+import { createBackend } from "../src/runtimes/backends.ts";
+import { FIXTURES_DIR, maxAbsDiff, type ReferenceCase, readReference } from "./support/fixtures.ts";
+
+/** Heads that read only the first token (pooler / hidden[:, 0]) and heads that read every token. */
+const FIRST_TOKEN = ["tiny-bert-sentiment", "tiny-bert-mrpc", "tiny-bert-multilabel", "tiny-bert-regression", "tiny-bert-nli", "tiny-bert-reranker", "tiny-bert-swag", "tiny-distilbert-sentiment"];
+const EVERY_TOKEN = { "tiny-bert-ner": "logits", "tiny-bert-qa": "_logits", "tiny-bert-mlm": "logits", "tiny-bert-embed": "last_hidden_state" };
+
+const graph = (fixture: string, file = "model.onnx") => new Uint8Array(readFileSync(`${FIXTURES_DIR}/${fixture}/onnx/${file}`));
+const wasm = createBackend("wasm", undefined, { firstToken: false });
+
+const seqs = (x: number[] | number[][]) => (Array.isArray(x[0]) ? (x as number[][]) : [x as number[]]);
+
+/**
+ * A fixture's reference cases as padded batches (rows of different lengths: padding is exercised),
+ * one batch per choice count (multiple choice), with PyTorch's logits.
+ */
+function referenceBatches(fixture: string): { batch: Batch; expected: number[] }[] {
+  const all = readReference(fixture);
+  const groups = [...new Set(all.map((c) => seqs(c.input_ids).length))];
+  return groups.map((group) => referenceBatch(all.filter((c) => seqs(c.input_ids).length === group), group));
+}
+
+function referenceBatch(cases: ReferenceCase[], group: number): { batch: Batch; expected: number[] } {
+  const seq = Math.max(...cases.flatMap((c) => seqs(c.input_ids).map((s) => s.length)));
+  const size = cases.length * group * seq;
+  const batch: Batch = { dims: group > 1 ? [cases.length, group, seq] : [cases.length, seq], inputIds: new BigInt64Array(size), attentionMask: new BigInt64Array(size), tokenTypeIds: new BigInt64Array(size) };
+  cases.forEach((c, i) => {
+    const types = seqs(c.token_type_ids);
+    const masks = c.attention_mask ? seqs(c.attention_mask) : undefined;
+    seqs(c.input_ids).forEach((ids, choice) => {
+      const at = (i * group + choice) * seq;
+      batch.inputIds.set(ids.map(BigInt), at);
+      batch.tokenTypeIds.set(types[choice].map(BigInt), at);
+      batch.attentionMask.set(masks ? masks[choice].map(BigInt) : ids.map(() => 1n), at);
+    });
+  });
+  return { batch, expected: cases.flatMap((c) => c.outputs.logits.data) };
+}
+
+async function logits(session: Session, batch: Batch): Promise<Float32Array> {
+  return (await session.run(batch)).logits.data;
+}
+
+describe("first-token pruning of classifier graphs", () => {
+  for (const fixture of FIRST_TOKEN) {
+    it(`${fixture}: the pruned fp32 graph gives the exported graph's logits and PyTorch's`, async () => {
+      const result = firstTokenGraph(graph(fixture));
+      assert.ok("graph" in result, "skipped" in result ? result.skipped : "");
+      assert.equal(result.inputRank, fixture === "tiny-bert-swag" ? 3 : 2);
+      const backend = await wasm;
+      const [full, pruned] = await Promise.all([backend.createSession(graph(fixture)), backend.createSession(result.graph)]);
+      for (const { batch, expected } of referenceBatches(fixture)) {
+        const [a, b] = [await logits(full, batch), await logits(pruned, batch)];
+        assert.ok(maxAbsDiff(a, b) < 1e-5, `pruned vs exported: ${maxAbsDiff(a, b)}`);
+        assert.ok(maxAbsDiff(b, expected) < 1e-4, `pruned vs PyTorch: ${maxAbsDiff(b, expected)}`);
+      }
+      await Promise.all([full.release(), pruned.release()]);
+    });
+  }
+
+  it("prunes the int8 graphs too, and leaves them as close to PyTorch as the exported int8 graph", async () => {
+    const backend = await wasm;
+    for (const fixture of ["tiny-bert-sentiment", "tiny-bert-mrpc", "tiny-distilbert-sentiment"]) {
+      const int8 = graph(fixture, "model_quantized.onnx");
+      const result = firstTokenGraph(int8);
+      assert.ok("graph" in result, `${fixture}: ${"skipped" in result ? result.skipped : ""}`);
+      const [{ batch, expected }] = referenceBatches(fixture);
+      const [full, pruned] = await Promise.all([backend.createSession(int8), backend.createSession(result.graph)]);
+      const [fullErr, prunedErr] = [maxAbsDiff(await logits(full, batch), expected), maxAbsDiff(await logits(pruned, batch), expected)];
+      // Measured (onnxruntime-web): exported int8 0.10–0.35 from PyTorch, pruned within 0.05 of that.
+      assert.ok(prunedErr < fullErr + 0.1, `${fixture}: pruned int8 ${prunedErr} vs exported int8 ${fullErr}`);
+      await Promise.all([full.release(), pruned.release()]);
+    }
+  });
+
+  for (const [fixture, output] of Object.entries(EVERY_TOKEN)) {
+    it(`${fixture}: refused (its output reads every token)`, () => {
+      for (const file of ["model.onnx", "model_quantized.onnx"]) {
+        const result = firstTokenGraph(graph(fixture, file));
+        assert.ok("skipped" in result && result.skipped.includes("reads every token") && result.skipped.includes(output), JSON.stringify("skipped" in result ? result.skipped : "pruned"));
+      }
+    });
+  }
+
+  it("refuses a classifier that also outputs its last hidden state", () => {
+    const model = decodeModel(graph("tiny-bert-sentiment"));
+    const pooler = model.graph.node.find((n) => n.op_type === "Gather" && n.output[0].includes("pooler"))!;
+    model.graph.output.push({ name: pooler.input[0] });
+    const result = firstTokenGraph(encodeModel(model));
+    assert.deepEqual(result, { skipped: `output ${pooler.input[0]} reads every token` });
+  });
+
+  it("refuses a head that reads a token other than the first", () => {
+    const model = decodeModel(graph("tiny-bert-sentiment"));
+    const pooler = model.graph.node.find((n) => n.op_type === "Gather" && n.output[0].includes("pooler"))!;
+    // The pooler's index: a Constant node holding 0; make it 1.
+    const index = model.graph.node.find((n) => n.output[0] === pooler.input[1])!;
+    const t = index.attribute![0].t!;
+    index.attribute![0].t = { ...t, raw_data: new Uint8Array(new BigInt64Array([1n]).buffer), int64_data: [] };
+    const result = firstTokenGraph(encodeModel(model));
+    assert.deepEqual(result, { skipped: "output logits reads every token" });
+  });
+});
+
+describe("FirstTokenBackend", () => {
+  /** A backend whose sessions answer only for graphs `works` accepts. */
+  function fakeBackend(works: (model: Uint8Array) => boolean): Backend & { created: Uint8Array[]; released: number } {
+    const created: Uint8Array[] = [];
+    const backend = {
+      name: "fake",
+      created,
+      released: 0,
+      async createSession(model: Uint8Array): Promise<Session> {
+        created.push(model);
+        return {
+          inputNames: ["input_ids"],
+          outputNames: ["logits"],
+          run: async () => {
+            if (!works(model)) throw new Error("Reshape: invalid shape\nmore detail");
+            return { logits: { data: new Float32Array(2), dims: [1, 2] } };
+          },
+          release: async () => void backend.released++,
+        };
+      },
+    };
+    return backend;
+  }
+
+  it("serves the pruned graph of a classifier after a probe run", async () => {
+    const original = graph("tiny-bert-sentiment");
+    const inner = fakeBackend(() => true);
+    const lines: string[] = [];
+    await new FirstTokenBackend(inner, (l) => lines.push(l)).createSession(original);
+    assert.equal(inner.created.length, 1);
+    assert.notDeepEqual(inner.created[0], original);
+    assert.deepEqual(lines, []);
+  });
+
+  it("serves a token-level graph as it is", async () => {
+    const original = graph("tiny-bert-ner");
+    const inner = fakeBackend(() => true);
+    await new FirstTokenBackend(inner, () => assert.fail("no log expected")).createSession(original);
+    assert.deepEqual(inner.created, [original]);
+  });
+
+  it("falls back to the exported graph, with a log line, when the pruned one fails its probe", async () => {
+    const original = graph("tiny-bert-sentiment");
+    const inner = fakeBackend((model) => model === original);
+    const lines: string[] = [];
+    await new FirstTokenBackend(inner, (l) => lines.push(l)).createSession(original);
+    assert.equal(inner.created.length, 2);
+    assert.equal(inner.created[1], original);
+    assert.equal(inner.released, 1);
+    assert.deepEqual(lines, ["bert-edge: first-token pruning failed (Reshape: invalid shape); serving the graph as exported"]);
+  });
+
+  it("is what createBackend builds by default, and not with firstToken off", async () => {
+    assert.ok((await createBackend("wasm")) instanceof FirstTokenBackend);
+    assert.ok(!((await createBackend("wasm", undefined, { firstToken: false })) instanceof FirstTokenBackend));
+  });
+});
