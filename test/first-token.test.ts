@@ -1,7 +1,10 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, it } from "node:test";
 import { decodeModel, encodeModel } from "../src/cli/onnx.ts";
+import { packModel } from "../src/cli/pack.ts";
 import type { Backend, Batch, Session } from "../src/engine/backend.ts";
 import { FirstTokenBackend, firstTokenGraph } from "../src/engine/first-token.ts";
 import { createBackend } from "../src/runtimes/backends.ts";
@@ -163,5 +166,29 @@ describe("FirstTokenBackend", () => {
   it("is what createBackend builds by default, and not with firstToken off", async () => {
     assert.ok((await createBackend("wasm")) instanceof FirstTokenBackend);
     assert.ok(!((await createBackend("wasm", undefined, { firstToken: false })) instanceof FirstTokenBackend));
+  });
+});
+
+describe("bert-edge pack", () => {
+  const prunedNodes = (dir: string) => decodeModel(new Uint8Array(readFileSync(join(dir, "onnx/model_quantized.onnx")))).graph.node.filter((n) => n.name?.startsWith("bert_edge_first_token")).map((n) => n.op_type);
+
+  it("writes a classifier's graph pruned (so Workers serve it so too), a token-level head's as it is, and neither with firstToken off", async () => {
+    const out = mkdtempSync(join(tmpdir(), "bert-edge-first-token-"));
+    try {
+      const lines: string[] = [];
+      const sentiment = await packModel(join(FIXTURES_DIR, "tiny-bert-sentiment"), out, { verifyOn: ["wasm"], log: (l) => lines.push(l) });
+      // int8: the query input and the residual are sliced.
+      assert.deepEqual(prunedNodes(sentiment.dir), ["Slice", "Slice"]);
+      assert.ok(lines.includes("first-token pruning: the last layer runs queries, attention output and FFN for the first token only"));
+      // Loaded again on Node, the pruned graph is left as it is (already pruned).
+      assert.ok("skipped" in firstTokenGraph(new Uint8Array(readFileSync(join(sentiment.dir, "onnx/model_quantized.onnx")))));
+      const ner = await packModel(join(FIXTURES_DIR, "tiny-bert-ner"), out, { verifyOn: ["wasm"], log: (l) => lines.push(l) });
+      assert.deepEqual(prunedNodes(ner.dir), []);
+      assert.ok(lines.includes("first-token pruning: not applied (output logits reads every token)"));
+      const exact = await packModel(join(FIXTURES_DIR, "tiny-bert-sentiment"), out, { id: "exact", verifyOn: ["wasm"], firstToken: false });
+      assert.deepEqual(prunedNodes(exact.dir), []);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
   });
 });

@@ -25,6 +25,7 @@ import { BertTokenizer, UnsupportedTokenizerError } from "../engine/tokenizer.ts
 import { type BackendName, createBackend } from "../runtimes/backends.ts";
 import { BertWasmUnsupportedError } from "../engine/backends/bert-wasm/format.ts";
 import { packBertWasm } from "../engine/backends/bert-wasm/pack.ts";
+import { pruneToFirstToken } from "../engine/first-token.ts";
 import { DataType, decodeModel, encodeModel, EXTERNAL, loadExternalData, type Model, rawBytes } from "./onnx.ts";
 import { mib, quantizeGraph } from "./quantize.ts";
 
@@ -44,6 +45,11 @@ export interface PackOptions {
    * as the manifest's `bert_wasm`; it must load and run on the bert-wasm backend.
    */
   bertWasm?: boolean;
+  /**
+   * Prune a classifier graph's last layer to the first token (src/engine/first-token.ts; default
+   * true), so that every runtime, Workers included, serves the pruned graph.
+   */
+  firstToken?: boolean;
   /** Progress lines (default: none). */
   log?: (line: string) => void;
 }
@@ -278,6 +284,12 @@ export async function packModel(srcDir: string, outDir: string, options: PackOpt
   const quantized = !v.fp32;
   const graphName = quantized ? "onnx/model_quantized.onnx" : "onnx/model.onnx";
   const dataName = `${graphName}_data`;
+  // bert-wasm converts the graph as exported (it prunes in its own layer loop).
+  const forBertWasm = options.bertWasm ? encodeModel(model) : undefined;
+  if (options.firstToken !== false) {
+    const pruned = pruneToFirstToken(model);
+    log("skipped" in pruned ? `first-token pruning: not applied (${pruned.skipped})` : "first-token pruning: the last layer runs queries, attention output and FFN for the first token only");
+  }
   const unpacked = encodeModel(model);
   const data = externalize(model, basename(dataName));
   const graph = encodeModel(model);
@@ -292,9 +304,9 @@ export async function packModel(srcDir: string, outDir: string, options: PackOpt
   files.set(graphName, graph);
   files.set(dataName, data);
   let bertWasm: Uint8Array | undefined;
-  if (options.bertWasm) {
+  if (forBertWasm) {
     try {
-      bertWasm = packBertWasm(unpacked);
+      bertWasm = packBertWasm(forBertWasm);
     } catch (err) {
       if (err instanceof BertWasmUnsupportedError) throw new PackError(`${v.graphPath}: --bert-wasm: ${err.message}`);
       throw err;
@@ -313,7 +325,7 @@ export async function packModel(srcDir: string, outDir: string, options: PackOpt
     // Our own int8 kernels differ from onnxruntime's in the last digits (per-token activation
     // scales): check that the file loads, runs and gives finite outputs of the graph's shapes.
     const [own, ort] = await Promise.all([createBackend("bert-wasm"), createBackend("wasm")]);
-    const diff = maxAbsDiff(await runOnce(ort, unpacked, batch), await runOnce(own, bertWasm, batch));
+    const diff = maxAbsDiff(await runOnce(ort, forBertWasm!, batch), await runOnce(own, bertWasm, batch));
     if (!Number.isFinite(diff)) throw new PackError(`${BERT_WASM_FILE} gives non-finite outputs`);
     verification.push({ backend: "bert-wasm", maxAbsDiff: diff });
     log(`${BERT_WASM_FILE} runs on bert-wasm (max diff to onnxruntime-web int8 ${diff.toFixed(4)})`);
@@ -358,7 +370,7 @@ export async function packModel(srcDir: string, outDir: string, options: PackOpt
   return { dir, manifest, verification };
 }
 
-const USAGE = "usage: bert-edge pack <export-dir> --out <dir> [--id org/name] [--version V] [--fp32] [--bert-wasm]";
+const USAGE = "usage: bert-edge pack <export-dir> --out <dir> [--id org/name] [--version V] [--fp32] [--bert-wasm] [--first-token on|off]";
 
 export async function packCommand(argv: string[]): Promise<void> {
   const { positionals, values } = parseArgs({
@@ -370,6 +382,7 @@ export async function packCommand(argv: string[]): Promise<void> {
       version: { type: "string" },
       fp32: { type: "boolean", default: false },
       "bert-wasm": { type: "boolean", default: false },
+      "first-token": { type: "string", default: "on" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -377,9 +390,9 @@ export async function packCommand(argv: string[]): Promise<void> {
     console.log(USAGE);
     return;
   }
-  if (positionals.length !== 1 || !values.out) throw new Error(USAGE);
+  if (positionals.length !== 1 || !values.out || !["on", "off"].includes(values["first-token"]!)) throw new Error(USAGE);
   const log = (line: string) => console.error(`bert-edge: ${line}`);
-  const { dir, manifest } = await packModel(positionals[0], values.out, { id: values.id, version: values.version, fp32: values.fp32, bertWasm: values["bert-wasm"], log });
+  const { dir, manifest } = await packModel(positionals[0], values.out, { id: values.id, version: values.version, fp32: values.fp32, bertWasm: values["bert-wasm"], firstToken: values["first-token"] === "on", log });
   const total = manifest.files.reduce((s, f) => s + f.bytes, 0);
   log(`packed ${manifest.id}@${manifest.version} (${manifest.task}, ${manifest.quantization}, ${mib(total)}) in ${dir}; current.json → ${manifest.version}`);
 }

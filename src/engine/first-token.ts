@@ -17,17 +17,25 @@
  * are refused by that same check. Needs protobufjs (Node, Deno), like the bert-wasm converter.
  */
 import type { Backend, ExternalData, Session } from "./backend.ts";
-import { DataType, decodeModel, encodeModel, int, int64Data, makeNode, makeTensor, type Node, type Tensor } from "../cli/onnx.ts";
+import { DataType, decodeModel, encodeModel, int, int64Data, makeNode, makeTensor, type Model, type Node, type Tensor } from "../cli/onnx.ts";
 
-/** The pruned graph and the rank of its inputs ([batch, seq] or [batch, choices, seq]), or why not. */
+/** The rank of the pruned graph's inputs ([batch, seq] or [batch, choices, seq]), or why it was not pruned. */
+export type Pruned = { inputRank: number } | { skipped: string };
 export type FirstTokenResult = { graph: Uint8Array; inputRank: number } | { skipped: string };
 
 const PROJECTIONS = new Set(["MatMul", "MatMulInteger", "Gemm"]);
 /** Ops between Softmax and the P·V MatMul that keep the probabilities' shape. */
 const PASS_THROUGH = new Set(["Cast", "Identity", "Dropout"]);
 
+/** ONNX bytes → the pruned graph's bytes, or why not. */
 export function firstTokenGraph(bytes: Uint8Array): FirstTokenResult {
   const model = decodeModel(bytes);
+  const pruned = pruneToFirstToken(model);
+  return "skipped" in pruned ? pruned : { graph: encodeModel(model), inputRank: pruned.inputRank };
+}
+
+/** Prunes a decoded graph in place where the rule holds; leaves it untouched and says why otherwise. */
+export function pruneToFirstToken(model: Model): Pruned {
   const g = model.graph;
   const opset = int(model.opset_import?.find((o) => !o.domain)?.version);
   if (opset < 10) return { skipped: `opset ${opset} (Slice with inputs needs 10)` };
@@ -144,7 +152,7 @@ export function firstTokenGraph(bytes: Uint8Array): FirstTokenResult {
   // Recorded shapes of the last layer no longer hold (seq became 1): let onnxruntime infer them again.
   g.value_info = [];
   const inputRank = g.input.find((i) => i.name === "input_ids")?.type?.tensor_type?.shape?.dim?.length ?? 2;
-  return { graph: encodeModel(model), inputRank };
+  return { inputRank };
 }
 
 /**
