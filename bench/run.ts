@@ -382,7 +382,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
     "src/runtimes/backends.ts), xenova's native runs ORT's default (one thread per core). " +
     `Rows marked "${FIRST_TOKEN.slice(2)}" run the int8 graph as bert-edge's native and WASM backends serve a classifier on Node and Deno: its last layer pruned to ` +
     "the first token (src/engine/first-token.ts: keys and values for every token, the rest for the one the head reads); the other rows, xenova, bert-edge on workerd " +
-    "(which serves graphs as exported) and bert-wasm (which prunes in its own layer loop) run the file as it is.");
+    "(its R2 holds the plain files, which Workers serve as they are: only `bert-edge pack` prunes for them) and bert-wasm (which prunes in its own layer loop) run the file as it is.");
   out();
 
   // --- raw
@@ -528,7 +528,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   }
   const wd = byName["bert-edge workerd wasm"];
   const wdFloor = byName[WORKERD_FLOOR]?.latency[MINILM][128];
-  // Workers serve graphs as exported (no first-token rewrite there): held to the full graph's raw run.
+  // Workers serve a plain folder's graphs as they are (no first-token rewrite at load there): held to the full graph's raw run.
   if (wd && wdFloor) overheadRow("wasm (workerd)", wd.latency[MINILM][128], engines[MINILM]["web, 1 thread"].raw[128].median, wdFloor.overheadMs!, "raw floor's (client − run)", wdFloor.split?.run);
   // The own encoder (issue: bert-wasm).
   const own = engines[MINILM]["bert-wasm, 1 thread"], web = engines[MINILM]["web, 1 thread"];

@@ -132,8 +132,8 @@ describe("the same answers on workerd, Deno and Node", { timeout: 300_000 }, () 
       timeoutMs: 120_000,
     });
     stops.push(dev.stop);
-    // Workers serve graphs as exported (the first-token rewrite needs protobufjs code generation):
-    // the same answers as Node with it off.
+    // Workers serve a plain folder's graphs as they are (the first-token rewrite at load needs
+    // protobufjs code generation; only `bert-edge pack` prunes for them): Node's answers with it off.
     const node = await startServer({ models: FIXTURES_DIR, port: 0, backend: "wasm", firstToken: false });
     stops.push(node.close);
     const asExported = await answers(`http://127.0.0.1:${node.port}`);
