@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { decodeModel, encodeModel } from "../src/cli/onnx.ts";
+import { decodeModel, encodeModel, intAttr, makeNode } from "../src/cli/onnx.ts";
 import { packModel } from "../src/cli/pack.ts";
 import type { Backend, Batch, Session } from "../src/engine/backend.ts";
 import { FirstTokenBackend, firstTokenGraph } from "../src/engine/first-token.ts";
@@ -97,6 +97,14 @@ describe("first-token pruning of classifier graphs", () => {
     model.graph.output.push({ name: pooler.input[0] });
     const result = firstTokenGraph(encodeModel(model));
     assert.deepEqual(result, { skipped: `output ${pooler.input[0]} reads every token` });
+  });
+
+  it("prunes a classifier whose graph ends in a Softmax of its own", () => {
+    const model = decodeModel(graph("tiny-bert-sentiment"));
+    model.graph.node.push(makeNode("Softmax", ["logits"], ["probabilities"], "head/Softmax", [intAttr("axis", -1)]));
+    model.graph.output.push({ name: "probabilities" });
+    const result = firstTokenGraph(encodeModel(model));
+    assert.ok("graph" in result, "skipped" in result ? result.skipped : "");
   });
 
   it("refuses a head that reads a token other than the first", () => {

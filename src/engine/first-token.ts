@@ -45,12 +45,18 @@ export function pruneToFirstToken(model: Model): Pruned {
   const consumers = new Map<string, Node[]>();
   for (const n of g.node) {
     for (const o of n.output) producer.set(o, n);
-    for (const i of n.input) if (i) consumers.set(i, [...(consumers.get(i) ?? []), n]);
+    for (const i of n.input) {
+      if (!i) continue;
+      if (!consumers.has(i)) consumers.set(i, []);
+      consumers.get(i)!.push(n);
+    }
   }
   const initializers = new Map(g.initializer.map((t) => [t.name, t]));
+  /** An int64 initializer or Constant node's values. */
   const constant = (name: string): BigInt64Array | undefined => {
-    const t: Tensor | undefined = initializers.get(name) ?? producer.get(name)?.attribute?.find((a) => a.name === "value" && producer.get(name)?.op_type === "Constant")?.t;
-    return t && t.data_type === DataType.INT64 ? int64Data(t) : undefined;
+    const p = producer.get(name);
+    const t: Tensor | undefined = initializers.get(name) ?? (p?.op_type === "Constant" ? p.attribute?.find((a) => a.name === "value")?.t : undefined);
+    return t?.data_type === DataType.INT64 ? int64Data(t) : undefined;
   };
   const ancestors = (tensor: string): Set<Node> => {
     const seen = new Set<Node>();
@@ -77,14 +83,19 @@ export function pruneToFirstToken(model: Model): Pruned {
     return undefined;
   };
 
-  const softmax = g.node.filter((n) => n.op_type === "Softmax").at(-1);
-  if (!softmax) return { skipped: "no attention Softmax (a fused or non-attention graph)" };
+  /** The P·V MatMul a Softmax's probabilities feed (through shape-keeping ops), if any. */
+  const pv = (softmax: Node): Node | undefined => {
+    let probs = softmax.output[0];
+    for (let n = consumers.get(probs); n?.length === 1 && PASS_THROUGH.has(n[0].op_type); n = consumers.get(probs)) probs = n[0].output[0];
+    return consumers.get(probs)?.find((n) => n.op_type === "MatMul" && n.input[0] === probs);
+  };
+  // The last attention: the last Softmax that feeds a MatMul (a head may end in a Softmax of its own).
+  const softmax = g.node.filter((n) => n.op_type === "Softmax" && pv(n)).at(-1);
+  if (!softmax) return { skipped: "no attention Softmax → MatMul (a fused or non-attention graph)" };
+  const context = pv(softmax)!;
   const index = new Map(g.node.map((n, i) => [n, i]));
   const scores = [...ancestors(softmax.input[0])].filter((n) => n.op_type === "MatMul").sort((a, b) => index.get(b)! - index.get(a)!)[0];
-  let probs = softmax.output[0];
-  for (let n = consumers.get(probs); n?.length === 1 && PASS_THROUGH.has(n[0].op_type); n = consumers.get(probs)) probs = n[0].output[0];
-  const context = consumers.get(probs)?.find((n) => n.op_type === "MatMul" && n.input[0] === probs);
-  if (!scores || !context) return { skipped: "the last attention is not MatMul → Softmax → MatMul" };
+  if (!scores) return { skipped: "the last attention's scores are not a MatMul" };
   const [q, k, v] = [projection(scores.input[0]), projection(scores.input[1]), projection(context.input[1])];
   if (!q || !k || !v || new Set([q, k, v]).size < 3) return { skipped: "no separate Q, K and V projections" };
   const x = q.input[0];
