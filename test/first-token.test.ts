@@ -107,6 +107,16 @@ describe("first-token pruning of classifier graphs", () => {
     assert.ok("graph" in result, "skipped" in result ? result.skipped : "");
   });
 
+  it("refuses a graph that mixes another per-token tensor in after the last attention", () => {
+    const model = decodeModel(graph("tiny-bert-sentiment"));
+    const pooler = model.graph.node.find((n) => n.op_type === "Gather" && n.output[0].includes("pooler"))!;
+    const embeddings = "/bert/embeddings/LayerNorm/Add_1_output_0";
+    const at = model.graph.node.indexOf(pooler);
+    model.graph.node.splice(at, 0, makeNode("Add", [pooler.input[0], embeddings], ["mixed"], "test/Add"));
+    pooler.input[0] = "mixed";
+    assert.deepEqual(firstTokenGraph(encodeModel(model)), { skipped: `Add test/Add after the last attention reads ${embeddings}, which has every token` });
+  });
+
   it("refuses a head that reads a token other than the first", () => {
     const model = decodeModel(graph("tiny-bert-sentiment"));
     const pooler = model.graph.node.find((n) => n.op_type === "Gather" && n.output[0].includes("pooler"))!;

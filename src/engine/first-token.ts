@@ -24,6 +24,8 @@ export type Pruned = { inputRank: number } | { skipped: string };
 export type FirstTokenResult = { graph: Uint8Array; inputRank: number } | { skipped: string };
 
 const PROJECTIONS = new Set(["MatMul", "MatMulInteger", "Gemm"]);
+/** Ops that exporters use to compute shapes from `Shape` outputs and constants. */
+const SHAPE_ARITHMETIC = new Set(["Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Reshape", "Add", "Sub", "Mul", "Div", "Equal", "Where", "ConstantOfShape", "Range"]);
 /** Ops between Softmax and the P·V MatMul that keep the probabilities' shape. */
 const PASS_THROUGH = new Set(["Cast", "Identity", "Dropout"]);
 
@@ -132,6 +134,23 @@ export function pruneToFirstToken(model: Model): Pruned {
     }
   }
   if (!selectors) return { skipped: "no output reads the first token alone" };
+  // ...and mix in no other per-token tensor than the values (P·V) and the layer's input (the residual,
+  // sliced below): besides those and what the attention itself computes, only constants and shape
+  // arithmetic (a wrong shape there fails the probe run at load instead of answering wrongly).
+  const shapeValues = new Map<string, boolean>();
+  const isShapeValue = (t: string): boolean => {
+    if (initializers.has(t)) return true;
+    if (shapeValues.has(t)) return shapeValues.get(t)!;
+    const p = producer.get(t);
+    const value = !!p && (p.op_type === "Shape" || p.op_type === "Constant" || (SHAPE_ARITHMETIC.has(p.op_type) && p.input.every((i) => !i || isShapeValue(i))));
+    shapeValues.set(t, value);
+    return value;
+  };
+  for (const n of downstream) {
+    if (isFirstToken(n)) continue;
+    const foreign = n.input.find((t) => t && !isShapeValue(t) && !downstream.has(producer.get(t)!) && t !== softmax.output[0] && t !== hidden && !(n === context && t === context.input[1]));
+    if (foreign) return { skipped: `${n.op_type} ${n.name ?? ""} after the last attention reads ${foreign}, which has every token` };
+  }
 
   // Keys and values keep every token; the query and whatever else reads the layer's input (its
   // residual) take position 0.
