@@ -18,7 +18,7 @@ load (after the cold start and heap figures, which are bert-wasm's alone).
  */
 import { basename, dirname } from "node:path";
 import { parseArgs } from "node:util";
-import { batchOf as batchOfTexts, loadTokenizer, median, p99, peakRss, type RawRuntime, rawEngine, textsOfLength, watchWasmMemory } from "./lib.ts";
+import { batchOf as batchOfTexts, firstTokenBytes, loadTokenizer, median, p99, peakRss, type RawRuntime, rawEngine, textsOfLength, watchWasmMemory } from "./lib.ts";
 
 const wasmHeap = watchWasmMemory();
 const { values } = parseArgs({
@@ -47,11 +47,8 @@ const batchOf = (texts: string[]) => batchOfTexts(tokenizer, texts);
 // Cold start: bytes in memory → session → first answer, in this fresh process (module compile included).
 // bert-wasm's weights are packed beforehand, as `bert-edge pack` does offline.
 const { packBertWasm } = await import("../src/engine/backends/bert-wasm/pack.ts");
-const { firstTokenGraph } = await import("../src/engine/first-token.ts");
-const pruned = values["first-token"] ? firstTokenGraph(graph) : undefined;
-if (pruned && "skipped" in pruned) throw new Error(`--first-token: ${pruned.skipped}`);
 // --first-token: the graph as bert-edge's native and wasm backends serve it (src/engine/first-token.ts).
-const modelBytes = bertWasm ? packBertWasm(graph) : pruned ? pruned.graph : graph;
+const modelBytes = bertWasm ? packBertWasm(graph) : values["first-token"] ? await firstTokenBytes(graph) : graph;
 const packedBytes = bertWasm ? modelBytes.byteLength : undefined;
 const coldBatch = batchOf(textsOfLength(tokenizer, 16, 1, 16));
 const t0 = performance.now();

@@ -310,3 +310,11 @@ export function startServe(args: string[], cwd: string): Promise<{ url: string; 
     child.on("exit", (code) => fail(new Error(`bench/serve.ts ${args.join(" ")} exited ${code}:\n${out}`)));
   });
 }
+
+/** The int8 graph as bert-edge's native and wasm backends serve a classifier: its last layer pruned to the first token. */
+export async function firstTokenBytes(graph: Uint8Array): Promise<Uint8Array> {
+  const { firstTokenGraph } = await import("../src/engine/first-token.ts");
+  const pruned = firstTokenGraph(graph);
+  if ("skipped" in pruned) throw new Error(`first-token: ${pruned.skipped}`);
+  return pruned.graph;
+}

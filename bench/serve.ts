@@ -86,17 +86,14 @@ async function rawRun(): Promise<() => Promise<unknown>> {
   const { join } = await import("node:path");
   const { readFileSync } = await import("node:fs");
   const { defaultNativeThreads } = await import("../src/runtimes/backends.ts");
-  const { batchOf, loadTokenizer, rawEngine, textsOfLength } = await import("./lib.ts");
+  const { batchOf, firstTokenBytes, loadTokenizer, rawEngine, textsOfLength } = await import("./lib.ts");
   const dir = join(models, values.model!);
   const graph = readFileSync(join(dir, "onnx/model_quantized.onnx"));
   const backend = values.backend as "wasm" | "native" | "bert-wasm";
   const engine = await rawEngine(backend === "native" ? "node" : backend === "wasm" ? "web" : "bert-wasm", backend === "native" ? defaultNativeThreads() : 1, values.spin === "on");
   const { packBertWasm } = await import("../src/engine/backends/bert-wasm/pack.ts");
-  const { firstTokenGraph } = await import("../src/engine/first-token.ts");
-  const pruned = firstTokenGraph(graph);
-  if ("skipped" in pruned) throw new Error(`first-token: ${pruned.skipped}`);
   // The graph as bert-edge's backends serve it: packed for bert-wasm, its last layer pruned to the first token for the others.
-  const session = await engine.open(backend === "bert-wasm" ? packBertWasm(graph) : pruned.graph);
+  const session = await engine.open(backend === "bert-wasm" ? packBertWasm(graph) : await firstTokenBytes(graph));
   const tokenizer = loadTokenizer(dir);
   const batch = batchOf(tokenizer, textsOfLength(tokenizer, 128, 1, 128));
   return () => session.run(batch);

@@ -5,7 +5,7 @@ import type { Encoding } from "./tokenizer.ts";
  * Pads encodings to the longest one and lays them out flat. With `groupSize` > 1 (multiple choice)
  * every `groupSize` consecutive encodings form one row of a [batch, groupSize, seq] batch.
  */
-export function padBatch(encodings: readonly Encoding[], padTokenId: number, groupSize = 1): Batch {
+export function padBatch(encodings: readonly Pick<Encoding, "ids" | "attentionMask" | "typeIds">[], padTokenId: number, groupSize = 1): Batch {
   if (encodings.length === 0 || encodings.length % groupSize !== 0) {
     throw new RangeError(`cannot batch ${encodings.length} encodings in groups of ${groupSize}`);
   }
