@@ -12,9 +12,10 @@ import { availableParallelism } from "node:os";
  * Whether onnxruntime-node's int8 kernels saturate here: on x86-64 without AVX-512 VNNI or AVX-VNNI,
  * MLAS multiplies uint8 activations by int8 weights with vpmaddubsw, which adds each pair of products
  * into a saturating int16 (two of 255 × ±127 overflow it). `cpuinfo`: /proc/cpuinfo, undefined where
- * there is none (the flags are unknown: assumed to saturate).
+ * there is none (the flags are unknown: assumed to saturate). Both are parameters, not defaults, so
+ * that a test can pass `undefined` for the flags.
  */
-export function int8Saturates(arch = process.arch, cpuinfo = readCpuinfo()): boolean {
+export function int8Saturates(arch: string, cpuinfo: string | undefined): boolean {
   if (arch !== "x64") return false;
   if (cpuinfo === undefined) return true;
   const flags = /^flags\s*:(.*)$/m.exec(cpuinfo)?.[1].split(/\s+/) ?? [];
@@ -69,7 +70,7 @@ export interface BackendOptions {
 async function createEngine(name: BackendName, threads: number | undefined, spinning: boolean, firstToken: boolean): Promise<Backend> {
   if (name === "native") {
     const ort = await import("onnxruntime-node");
-    if (int8Saturates()) {
+    if (int8Saturates(process.arch, readCpuinfo())) {
       console.log("bert-edge: this CPU has no VNNI, where onnxruntime-node's int8 kernels saturate: int8 answers can drift from onnxruntime-web's (README, Backends)");
     }
     return new OrtBackend("native", ort.default ?? ort, {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { readdirSync } from "node:fs";
 import type { Batch, Outputs, Session } from "../../src/engine/backend.ts";
-import { int8Saturates } from "../../src/runtimes/backends.ts";
+import { int8Saturates, readCpuinfo } from "../../src/runtimes/backends.ts";
 import { FIXTURES_DIR, maxAbsDiff, readReference, type ReferenceCase } from "./fixtures.ts";
 
 /** Every fixture folder's name, sorted. */
@@ -10,7 +10,7 @@ export const FIXTURES = readdirSync(FIXTURES_DIR, { withFileTypes: true })
   .map((d) => d.name)
   .sort();
 
-const NATIVE_INT8_SATURATES = int8Saturates();
+const NATIVE_INT8_SATURATES = int8Saturates(process.arch, readCpuinfo());
 
 /**
  * What an int8 graph's answers are held to on a backend: `bound` (logits from PyTorch) and the same
