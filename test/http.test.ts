@@ -170,3 +170,34 @@ for (const backend of ["native", "wasm"] as BackendName[]) {
     });
   });
 }
+
+describe("serve --threads", () => {
+  const ask = async (port: number) => {
+    const res = await fetch(`http://127.0.0.1:${port}/models/tiny-bert-sentiment`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ inputs: ["I loved it.", "Terrible, from the first minute to the last."] }),
+    });
+    assert.equal(res.status, 200);
+    return (await res.json()) as { label: string; score: number }[][];
+  };
+
+  test("the native backend on one intra-op thread answers as on its default pool", async () => {
+    const single = await startServer({ models: FIXTURES_DIR, port: 0, backend: "native", threads: 1 });
+    const pooled = await startServer({ models: FIXTURES_DIR, port: 0, backend: "native" });
+    try {
+      const [a, b] = [await ask(single.port), await ask(pooled.port)];
+      assert.deepEqual(a.map((row) => row.map((s) => s.label)), b.map((row) => row.map((s) => s.label)));
+      a.flat().forEach((s, i) => assert.ok(Math.abs(s.score - b.flat()[i].score) < 1e-6, `${s.score} vs ${b.flat()[i].score}`));
+    } finally {
+      await Promise.all([single.close(), pooled.close()]);
+    }
+  });
+
+  test("is refused for the WASM backends and for anything but a whole number ≥ 1", async () => {
+    await assert.rejects(startServer({ models: FIXTURES_DIR, port: 0, backend: "wasm", threads: 2 }), /native backend only/);
+    for (const threads of [0, 1.5, Number.NaN]) {
+      await assert.rejects(startServer({ models: FIXTURES_DIR, port: 0, backend: "native", threads }), /at least 1/);
+    }
+  });
+});

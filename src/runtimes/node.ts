@@ -28,10 +28,15 @@ export interface ServerOptions {
   responseCache?: boolean;
   /** Prune classifier graphs' last layer to the first token (default true; src/engine/first-token.ts). */
   firstToken?: boolean;
+  /** The native backend's intra-op threads (default one per core; README, Speed). */
+  threads?: number;
 }
 
 export async function startServer(options: ServerOptions) {
-  const backend = await createBackend(options.backend, undefined, { firstToken: options.firstToken !== false });
+  if (options.threads !== undefined && (options.backend !== "native" || !Number.isInteger(options.threads) || options.threads < 1)) {
+    throw new Error(`threads: a whole number of at least 1, for the native backend only (got ${options.threads} for ${options.backend})`);
+  }
+  const backend = await createBackend(options.backend, options.threads, { firstToken: options.firstToken !== false });
   const registry = new ModelRegistry(openStorage(options.models, process.env), backend, options);
   const app = createApp({ registry, cache: options.responseCache === false ? false : undefined, sha256Hex });
   const models = await registry.list();
@@ -60,7 +65,7 @@ export async function main(argv: string[]) {
 }
 
 const USAGE = `usage:
-  bert-edge serve [--models DIR|s3://bucket/prefix|https://...] [--port N] [--backend native|wasm|bert-wasm] [--fp32] [--response-cache on|off] [--first-token on|off]
+  bert-edge serve [--models DIR|s3://bucket/prefix|https://...] [--port N] [--backend native|wasm|bert-wasm] [--fp32] [--response-cache on|off] [--first-token on|off] [--threads N]
   bert-edge pack <export-dir> --out <dir> [--id org/name] [--version V] [--fp32]
   bert-edge quantize <in.onnx> <out.onnx> | <model-dir>
   bert-edge push <packed-dir>/<id>/<version> <dir|s3://bucket/prefix|r2://bucket/prefix> [--local]`;
@@ -85,6 +90,7 @@ async function run(argv: string[]) {
       fp32: { type: "boolean", default: false },
       "response-cache": { type: "string", default: "on" },
       "first-token": { type: "string", default: "on" },
+      threads: { type: "string" },
     },
   });
   if (![values["response-cache"], values["first-token"]].every((v) => v === "on" || v === "off")) {
@@ -98,6 +104,7 @@ async function run(argv: string[]) {
     preferQuantized: !values.fp32,
     responseCache: values["response-cache"] === "on",
     firstToken: values["first-token"] === "on",
+    threads: values.threads === undefined ? undefined : Number(values.threads),
   });
   console.log(`bert-edge: ${models.length} models from ${values.models} on http://localhost:${port} (${values.backend} backend)`);
   for (const m of models) console.log(`  ${m.id}  ${m.task}  ${m.file}`);
