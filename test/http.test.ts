@@ -171,7 +171,7 @@ for (const backend of ["native", "wasm"] as BackendName[]) {
   });
 }
 
-describe("serve --threads", () => {
+describe("serve --threads and --spin", () => {
   const ask = async (port: number) => {
     const res = await fetch(`http://127.0.0.1:${port}/models/tiny-bert-sentiment`, {
       method: "POST",
@@ -182,20 +182,27 @@ describe("serve --threads", () => {
     return (await res.json()) as { label: string; score: number }[][];
   };
 
-  test("the native backend on one intra-op thread answers as on its default pool", async () => {
-    const single = await startServer({ models: FIXTURES_DIR, port: 0, backend: "native", threads: 1 });
+  test("the native backend on one intra-op thread, or with its pool spinning, answers as on its default pool", async () => {
     const pooled = await startServer({ models: FIXTURES_DIR, port: 0, backend: "native" });
+    const others = [
+      await startServer({ models: FIXTURES_DIR, port: 0, backend: "native", threads: 1 }),
+      await startServer({ models: FIXTURES_DIR, port: 0, backend: "native", spinning: true }),
+    ];
     try {
-      const [a, b] = [await ask(single.port), await ask(pooled.port)];
-      assert.deepEqual(a.map((row) => row.map((s) => s.label)), b.map((row) => row.map((s) => s.label)));
-      a.flat().forEach((s, i) => assert.ok(Math.abs(s.score - b.flat()[i].score) < 1e-6, `${s.score} vs ${b.flat()[i].score}`));
+      const expected = await ask(pooled.port);
+      for (const other of others) {
+        const got = await ask(other.port);
+        assert.deepEqual(got.map((row) => row.map((s) => s.label)), expected.map((row) => row.map((s) => s.label)));
+        got.flat().forEach((s, i) => assert.ok(Math.abs(s.score - expected.flat()[i].score) < 1e-6, `${s.score} vs ${expected.flat()[i].score}`));
+      }
     } finally {
-      await Promise.all([single.close(), pooled.close()]);
+      await Promise.all([pooled, ...others].map((server) => server.close()));
     }
   });
 
-  test("is refused for the WASM backends and for anything but a whole number ≥ 1", async () => {
+  test("are refused for the WASM backends, and threads for anything but a whole number ≥ 1", async () => {
     await assert.rejects(startServer({ models: FIXTURES_DIR, port: 0, backend: "wasm", threads: 2 }), /native backend only/);
+    await assert.rejects(startServer({ models: FIXTURES_DIR, port: 0, backend: "bert-wasm", spinning: true }), /native backend only/);
     for (const threads of [0, 1.5, Number.NaN]) {
       await assert.rejects(startServer({ models: FIXTURES_DIR, port: 0, backend: "native", threads }), /at least 1/);
     }

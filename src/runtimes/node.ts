@@ -30,13 +30,16 @@ export interface ServerOptions {
   firstToken?: boolean;
   /** The native backend's intra-op threads (default one per core; README, Speed). */
   threads?: number;
+  /** Let the native pool's threads busy-wait between parallel sections (default false; README, Speed). */
+  spinning?: boolean;
 }
 
 export async function startServer(options: ServerOptions) {
   if (options.threads !== undefined && (options.backend !== "native" || !Number.isInteger(options.threads) || options.threads < 1)) {
     throw new Error(`threads: a whole number of at least 1, for the native backend only (got ${options.threads} for ${options.backend})`);
   }
-  const backend = await createBackend(options.backend, options.threads, { firstToken: options.firstToken !== false });
+  if (options.spinning && options.backend !== "native") throw new Error(`spinning: for the native backend only (got ${options.backend})`);
+  const backend = await createBackend(options.backend, options.threads, { firstToken: options.firstToken !== false, spinning: options.spinning });
   const registry = new ModelRegistry(openStorage(options.models, process.env), backend, options);
   const app = createApp({ registry, cache: options.responseCache === false ? false : undefined, sha256Hex });
   const models = await registry.list();
@@ -65,7 +68,7 @@ export async function main(argv: string[]) {
 }
 
 const USAGE = `usage:
-  bert-edge serve [--models DIR|s3://bucket/prefix|https://...] [--port N] [--backend native|wasm|bert-wasm] [--fp32] [--response-cache on|off] [--first-token on|off] [--threads N]
+  bert-edge serve [--models DIR|s3://bucket/prefix|https://...] [--port N] [--backend native|wasm|bert-wasm] [--fp32] [--response-cache on|off] [--first-token on|off] [--threads N] [--spin on|off]
   bert-edge pack <export-dir> --out <dir> [--id org/name] [--version V] [--fp32]
   bert-edge quantize <in.onnx> <out.onnx> | <model-dir>
   bert-edge push <packed-dir>/<id>/<version> <dir|s3://bucket/prefix|r2://bucket/prefix> [--local]`;
@@ -91,9 +94,10 @@ async function run(argv: string[]) {
       "response-cache": { type: "string", default: "on" },
       "first-token": { type: "string", default: "on" },
       threads: { type: "string" },
+      spin: { type: "string", default: "off" },
     },
   });
-  if (![values["response-cache"], values["first-token"]].every((v) => v === "on" || v === "off")) {
+  if (![values["response-cache"], values["first-token"], values.spin].every((v) => v === "on" || v === "off")) {
     console.error(USAGE);
     process.exit(2);
   }
@@ -105,6 +109,7 @@ async function run(argv: string[]) {
     responseCache: values["response-cache"] === "on",
     firstToken: values["first-token"] === "on",
     threads: values.threads === undefined ? undefined : Number(values.threads),
+    spinning: values.spin === "on",
   });
   console.log(`bert-edge: ${models.length} models from ${values.models} on http://localhost:${port} (${values.backend} backend)`);
   for (const m of models) console.log(`  ${m.id}  ${m.task}  ${m.file}`);
