@@ -592,9 +592,10 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
     "The overhead targets count bert-edge's own share: that overhead less the raw floor's, raw inference behind a bare node:http server (the backend's engine, " +
     "set up as bert-edge sets it up, runs one fixed 128-token input, then a fixed answer goes back), so that loopback, Node's HTTP, the client, and the caches the run " +
     "evicts count on both sides. On workerd the floor is the bench Worker (bench/worker.ts) running onnxruntime-web on a fixed 128-token input through the same wrangler dev chain.");
-  out("- \"default threads\" for onnxruntime-node is ORT's default intra-op pool (one thread per core). With the cores shared, it is often slower than one thread (raw table): " +
-    "onnxruntime-node computes on the JS thread (synchronously, inside a setImmediate) plus its pool, whose spinning threads fight the load generator and the HTTP work for the " +
-    `cores even between parallel sections. bert-edge's native backend runs ${NATIVE_THREADS} intra-op thread${NATIVE_THREADS > 1 ? "s" : ""} here, spinning off.`);
+  out("- \"default threads\" for onnxruntime-node is ORT's default intra-op pool (one thread per core, spinning): onnxruntime-node computes on the JS thread " +
+    "(synchronously, inside a setImmediate) plus its pool, whose threads busy-wait between parallel sections and for a while after each run, on cores the load generator " +
+    `and the HTTP work share. bert-edge's native backend runs ${NATIVE_THREADS} intra-op thread${NATIVE_THREADS > 1 ? "s" : ""} here, spinning off (README, Speed: ` +
+    "what spinning costs in CPU time).");
   out("- Micro-batching on Node: every engine holds the JS thread while it runs (WASM inline, onnxruntime-node inside a setImmediate), so requests that arrive during a run " +
     "are parsed only after it. After a run the queue takes one event-loop turn to let them in; only after a run that merged several requests does it then sleep (no polling; " +
     "each arrival wakes it) while more are on their way, for at most min(2 ms, 10 % of that run) (`gatherMs`, `gatherRatio`). A lone request never waits. " +

@@ -55,9 +55,9 @@ export async function createBackend(name: BackendName, threads?: number, { spinn
 export interface BackendOptions {
   /**
    * Whether ORT's pool threads busy-wait between parallel sections (ORT's default). Off unless asked
-   * for: on cores shared with the JS thread and other processes, spinning threads take the CPU from
-   * the work that would feed them (measured in docs/benchmarks.md: ORT's default pool is slower than
-   * one thread on a loaded 2-core box; without spinning, merged batches still use both cores).
+   * for: they keep spinning after each run, taking the CPU from the HTTP work and whatever else shares
+   * the cores, and where CPU time is billed they multiply it (a 2-core Zen 5: 37.4 against 5.1 ms of
+   * CPU per lone 16-token request; README, Speed). Without spinning, merged batches still use every core.
    */
   spinning?: boolean;
   /**
