@@ -313,8 +313,10 @@ export function startServe(args: string[], cwd: string): Promise<{ url: string; 
 
 /** The int8 graph as bert-edge's native and wasm backends serve a classifier: its last layer pruned to the first token. */
 export async function firstTokenBytes(graph: Uint8Array): Promise<Uint8Array> {
-  const { firstTokenGraph } = await import("../src/engine/first-token.ts");
-  const pruned = firstTokenGraph(graph);
+  const [{ pruneToFirstToken }, { decodeModel, encodeModel }] = await Promise.all([import("../src/engine/first-token.ts"), import("../src/cli/onnx.ts")]);
+  // One file, weights inline: the raw engines take a graph's bytes alone.
+  const model = decodeModel(graph);
+  const pruned = pruneToFirstToken(model);
   if ("skipped" in pruned) throw new Error(`first-token: ${pruned.skipped}`);
-  return pruned.graph;
+  return encodeModel(model);
 }

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { decodeModel, encodeModel, intAttr, makeNode } from "../src/cli/onnx.ts";
+import { decodeModel, encodeModel, EXTERNAL, intAttr, makeNode } from "../src/cli/onnx.ts";
 import { packModel } from "../src/cli/pack.ts";
 import type { Backend, Batch, Session } from "../src/engine/backend.ts";
 import { padBatch } from "../src/engine/batch.ts";
@@ -49,7 +49,7 @@ describe("first-token pruning of classifier graphs", () => {
       assert.ok("graph" in result, "skipped" in result ? result.skipped : "");
       assert.equal(result.inputRank, fixture === "tiny-bert-swag" ? 3 : 2);
       const backend = await wasm;
-      const [full, pruned] = await Promise.all([backend.createSession(graph(fixture)), backend.createSession(result.graph)]);
+      const [full, pruned] = await Promise.all([backend.createSession(graph(fixture)), backend.createSession(result.graph, result.externalData)]);
       for (const { batch, expected } of referenceBatches(fixture)) {
         const [a, b] = [await logits(full, batch), await logits(pruned, batch)];
         assert.ok(maxAbsDiff(a, b) < 1e-5, `pruned vs exported: ${maxAbsDiff(a, b)}`);
@@ -66,11 +66,27 @@ describe("first-token pruning of classifier graphs", () => {
       const result = firstTokenGraph(int8);
       assert.ok("graph" in result, `${fixture}: ${"skipped" in result ? result.skipped : ""}`);
       const [{ batch, expected }] = referenceBatches(fixture);
-      const [full, pruned] = await Promise.all([backend.createSession(int8), backend.createSession(result.graph)]);
+      const [full, pruned] = await Promise.all([backend.createSession(int8), backend.createSession(result.graph, result.externalData)]);
       const [fullErr, prunedErr] = [maxAbsDiff(await logits(full, batch), expected), maxAbsDiff(await logits(pruned, batch), expected)];
       // Measured (onnxruntime-web, these batches): exported int8 0.181–0.496 from PyTorch, pruned 0.183–0.533 (at most 0.037 more).
       assert.ok(prunedErr < fullErr + 0.1, `${fixture}: pruned int8 ${prunedErr} vs exported int8 ${fullErr}`);
       await Promise.all([full.release(), pruned.release()]);
+    }
+  });
+
+  it("hands the weights over as views of the graph's own bytes, so that only the structure is written again", () => {
+    for (const file of ["model.onnx", "model_quantized.onnx"]) {
+      const original = graph("tiny-bert-sentiment", file);
+      const result = firstTokenGraph(original);
+      assert.ok("graph" in result, "skipped" in result ? result.skipped : "");
+      const weights = result.externalData.reduce((sum, f) => sum + f.data.byteLength, 0);
+      assert.ok(result.externalData.length > 10, `${result.externalData.length} weight files`);
+      for (const f of result.externalData) assert.equal(f.data.buffer, original.buffer, `${f.path} is a copy`);
+      // Every byte of the original is either a detached weight or in the new graph (which adds a few nodes).
+      assert.ok(result.graph.byteLength < original.byteLength - weights + 4096, `${result.graph.byteLength} + ${weights} vs ${original.byteLength}`);
+      assert.ok(weights > 0.9 * original.byteLength, `${weights} of ${original.byteLength} bytes detached`);
+      const model = decodeModel(result.graph);
+      assert.ok(model.graph.initializer.every((t) => t.data_location === EXTERNAL || (t.raw_data?.byteLength ?? 0) < 1024));
     }
   });
 

@@ -26,7 +26,7 @@ import { type BackendName, createBackend } from "../runtimes/backends.ts";
 import { BertWasmUnsupportedError } from "../engine/backends/bert-wasm/format.ts";
 import { packBertWasm } from "../engine/backends/bert-wasm/pack.ts";
 import { pruneToFirstToken } from "../engine/first-token.ts";
-import { DataType, decodeModel, encodeModel, EXTERNAL, loadExternalData, type Model, rawBytes } from "./onnx.ts";
+import { DataType, decodeModel, encodeModel, EXTERNAL_THRESHOLD, externalTensor, loadExternalData, type Model, rawBytes } from "./onnx.ts";
 import { mib, quantizeGraph } from "./quantize.ts";
 
 export type PackedManifest = Manifest & { created: string };
@@ -74,8 +74,6 @@ const TASK_OUTPUTS: Record<TaskName, string[]> = {
   "question-answering": ["start_logits", "end_logits"],
   "feature-extraction": ["last_hidden_state"],
 };
-/** Tensors this big or bigger go to the external data file (onnx's own default threshold). */
-const EXTERNAL_THRESHOLD = 1024;
 /** Cache-line alignment: any typed-array view of a tensor is legal, padding stays negligible. */
 const ALIGN = 64;
 /** Same graph, same weights, same kernels: anything above float noise means the packing broke something. */
@@ -192,17 +190,7 @@ export function externalize(model: Model, location: string): Uint8Array {
       size += pad + raw.byteLength;
       offsets.set(key, range);
     }
-    return {
-      name: t.name,
-      dims: t.dims,
-      data_type: t.data_type,
-      data_location: EXTERNAL,
-      external_data: [
-        { key: "location", value: location },
-        { key: "offset", value: String(range[0]) },
-        { key: "length", value: String(range[1]) },
-      ],
-    };
+    return externalTensor(t, location, range[0], range[1]);
   });
   const data = new Uint8Array(size);
   let at = 0;

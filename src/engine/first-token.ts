@@ -17,11 +17,12 @@
  * are refused by that same check. Needs protobufjs (Node, Deno), like the bert-wasm converter.
  */
 import type { Backend, ExternalData, Session } from "./backend.ts";
-import { DataType, decodeModel, encodeModel, int, int64Data, makeNode, makeTensor, type Model, type Node, type Tensor } from "../cli/onnx.ts";
+import { DataType, decodeModel, detachWeights, encodeModel, int, int64Data, makeNode, makeTensor, type Model, type Node, type Tensor } from "../cli/onnx.ts";
 
 /** The rank of the pruned graph's inputs ([batch, seq] or [batch, choices, seq]), or why it was not pruned. */
 export type Pruned = { inputRank: number } | { skipped: string };
-export type FirstTokenResult = { graph: Uint8Array; inputRank: number } | { skipped: string };
+/** The pruned graph's structure, its weights as external data (views of the bytes it came from), its inputs' rank. */
+export type FirstTokenResult = { graph: Uint8Array; externalData: ExternalData; inputRank: number } | { skipped: string };
 
 const PROJECTIONS = new Set(["MatMul", "MatMulInteger", "Gemm"]);
 /** Ops that exporters use to compute shapes from `Shape` outputs and constants. */
@@ -29,11 +30,13 @@ const SHAPE_ARITHMETIC = new Set(["Gather", "Unsqueeze", "Squeeze", "Concat", "C
 /** Ops between Softmax and the P·V MatMul that keep the probabilities' shape. */
 const PASS_THROUGH = new Set(["Cast", "Identity", "Dropout"]);
 
-/** ONNX bytes → the pruned graph's bytes, or why not. */
+/** ONNX bytes → the pruned graph, or why not. Its weights are not copied: see detachWeights. */
 export function firstTokenGraph(bytes: Uint8Array): FirstTokenResult {
   const model = decodeModel(bytes);
   const pruned = pruneToFirstToken(model);
-  return "skipped" in pruned ? pruned : { graph: encodeModel(model), inputRank: pruned.inputRank };
+  if ("skipped" in pruned) return pruned;
+  const externalData = detachWeights(model);
+  return { graph: encodeModel(model), externalData, inputRank: pruned.inputRank };
 }
 
 /** Prunes a decoded graph in place where the rule holds; leaves it untouched and says why otherwise. */
@@ -211,7 +214,7 @@ export class FirstTokenBackend implements Backend {
     if ("skipped" in pruned) return this.inner.createSession(model, externalData);
     let session: Session | undefined;
     try {
-      session = await this.inner.createSession(pruned.graph, externalData);
+      session = await this.inner.createSession(pruned.graph, [...(externalData ?? []), ...pruned.externalData]);
       const dims = pruned.inputRank === 3 ? [1, 2, 4] : [1, 4];
       const size = dims.reduce((a, b) => a * b, 1);
       await session.run({ dims, inputIds: new BigInt64Array(size), attentionMask: new BigInt64Array(size).fill(1n), tokenTypeIds: new BigInt64Array(size) });
