@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { decodeModel, encodeModel, EXTERNAL, intAttr, makeNode } from "../src/cli/onnx.ts";
+import { decodeModel, encodeModel, EXTERNAL, EXTERNAL_THRESHOLD, intAttr, makeNode } from "../src/cli/onnx.ts";
 import { packModel } from "../src/cli/pack.ts";
 import type { Backend, Batch, Session } from "../src/engine/backend.ts";
 import { padBatch } from "../src/engine/batch.ts";
@@ -86,7 +86,7 @@ describe("first-token pruning of classifier graphs", () => {
       assert.ok(result.graph.byteLength < original.byteLength - weights + 4096, `${result.graph.byteLength} + ${weights} vs ${original.byteLength}`);
       assert.ok(weights > 0.9 * original.byteLength, `${weights} of ${original.byteLength} bytes detached`);
       const model = decodeModel(result.graph);
-      assert.ok(model.graph.initializer.every((t) => t.data_location === EXTERNAL || (t.raw_data?.byteLength ?? 0) < 1024));
+      assert.ok(model.graph.initializer.every((t) => t.data_location === EXTERNAL || (t.raw_data?.byteLength ?? 0) < EXTERNAL_THRESHOLD));
     }
   });
 
