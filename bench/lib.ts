@@ -294,11 +294,18 @@ export function shuffler(seed: number): (n: number) => number[] {
 export const nodeTsx = (script: string, args: string[]) => [process.execPath, ["--import", "tsx", script, ...args]] as const;
 
 /**
- * `node --import tsx bench/serve.ts ...args` in its own process group (kill it with `-pid`), run from
- * `cwd` (another checkout, to A/B a change); resolves with its URL once it prints `LISTENING <port>`.
+ * Node flags of every bench server (bert-edge, the raw floor and the xenova baseline alike), as
+ * `npm start` runs bert-edge: a 1 MB young generation (see README, Speed).
  */
-export function startServe(args: string[], cwd: string): Promise<{ url: string; child: ChildProcess; output: () => string }> {
-  const child = spawn(...nodeTsx("bench/serve.ts", args), { cwd, stdio: ["ignore", "pipe", "pipe"], detached: true });
+export const SERVER_NODE_FLAGS = ["--max-semi-space-size=1"];
+
+/**
+ * `node ...nodeFlags --import tsx bench/serve.ts ...args` in its own process group (kill it with `-pid`),
+ * run from `cwd` (another checkout, to A/B a change); resolves with its URL once it prints `LISTENING <port>`.
+ */
+export function startServe(args: string[], cwd: string, nodeFlags = SERVER_NODE_FLAGS): Promise<{ url: string; child: ChildProcess; output: () => string }> {
+  const [node, nodeArgs] = nodeTsx("bench/serve.ts", args);
+  const child = spawn(node, [...nodeFlags, ...nodeArgs], { cwd, stdio: ["ignore", "pipe", "pipe"], detached: true });
   let out = "";
   child.stderr!.on("data", (d) => (out += d));
   return new Promise((ok, fail) => {

@@ -2,9 +2,10 @@
  * The own-overhead question of the full bench, alone and with more samples: bert-edge servers and
  * the raw floor taking turns request by request (minilm, one client, 128 tokens), and each one's
  * median (client − server run) less the raw floor's. `--tree DIR` adds the same bert-edge server run
- * from another checkout (a git worktree of an older commit), to A/B a change to the request path.
+ * from another checkout (a git worktree of an older commit), to A/B a change to the request path;
+ * `--default-young-gen` adds this tree's server run without SERVER_NODE_FLAGS (V8's own young generation).
  *
- *   tsx bench/overhead.ts [--backend native] [--requests 400] [--tree /tmp/base]...
+ *   tsx bench/overhead.ts [--backend native] [--requests 400] [--tree /tmp/base]... [--default-young-gen]
  */
 import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
@@ -18,6 +19,7 @@ const { values } = parseArgs({
     backend: { type: "string", default: "native" },
     requests: { type: "string", default: "400" },
     tree: { type: "string", multiple: true, default: [] },
+    "default-young-gen": { type: "boolean", default: false },
   },
 });
 const MODEL = "minilm-l6-sentiment";
@@ -34,8 +36,8 @@ interface Server {
 const servers: Server[] = [];
 process.on("exit", () => servers.forEach((s) => process.kill(-s.child.pid!, "SIGKILL")));
 
-async function start(name: string, tree: string, args: string[]) {
-  const { url, child } = await startServe(args, tree);
+async function start(name: string, tree: string, args: string[], nodeFlags?: string[]) {
+  const { url, child } = await startServe(args, tree, nodeFlags);
   servers.push({ name, url, child });
 }
 
@@ -43,6 +45,7 @@ const edgeArgs = ["--impl", "bert-edge", "--backend", values.backend!, "--models
 await start("raw floor", ROOT, ["--impl", "raw", "--backend", values.backend!, "--models", MODELS, "--model", MODEL]);
 await start("bert-edge (this tree)", ROOT, edgeArgs);
 for (const tree of values.tree!) await start(`bert-edge (${tree})`, tree, edgeArgs);
+if (values["default-young-gen"]) await start("bert-edge (V8's default young gen)", ROOT, edgeArgs, []);
 
 const order = shuffler(11);
 const samples = servers.map(() => [] as { ms: number; timing: Record<string, number> }[]);

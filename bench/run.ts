@@ -13,7 +13,7 @@ import { availableParallelism, cpus, tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { defaultNativeThreads, readCpuinfo } from "../src/runtimes/backends.ts";
-import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, peakRss, post, textSupply, shuffler, nodeTsx, startServe } from "./lib.ts";
+import { closeAgents, combine, type LoadResult, loadTest, loadTokenizer, median, p99, parseServerTiming, peakRss, post, textSupply, shuffler, nodeTsx, SERVER_NODE_FLAGS, startServe } from "./lib.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const argv = process.argv.slice(2);
@@ -372,7 +372,8 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   out();
   out("Models: `minilm` = bench/models/minilm-l6-sentiment (MiniLM-L6 shape: 6 layers, hidden 384, 12 heads, FFN 1536, vocab 30522; random weights; " +
     "int8 graph 22 MB, made by bench/make-minilm.py); `tiny` = models/fixtures/tiny-bert-sentiment (2 layers, hidden 32; int8 graph 1 MB). " +
-    "Every server reads the same int8 files. bert-edge servers run with the response cache off and every request text is distinct.");
+    "Every server reads the same int8 files. bert-edge servers run with the response cache off and every request text is distinct. " +
+    `Every Node server (bert-edge, raw floor, xenova) runs with \`node ${SERVER_NODE_FLAGS.join(" ")}\`, as \`npm start\` runs bert-edge (README, Speed).`);
   out();
   out("Configurations: **raw** = onnxruntime `session.run` on a prepared [1, n] batch (onnxruntime-web 1.30 WASM or onnxruntime-node 1.30); " +
     "**in-process** = bert-edge's text-classification task called directly (tokenize → queue → run → decode); **HTTP** = bert-edge's Hono app on " +
