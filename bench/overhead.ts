@@ -4,8 +4,10 @@
  * median (client − server run) less the raw floor's. `--tree DIR` adds the same bert-edge server run
  * from another checkout (a git worktree of an older commit), to A/B a change to the request path;
  * `--default-young-gen` adds this tree's server run without SERVER_NODE_FLAGS (V8's own young generation).
+ * `--gap MS` idles that long after each round of requests, as servers do in the full bench, where each
+ * waits for all the others (the own part is larger there: README, Speed).
  *
- *   tsx bench/overhead.ts [--backend native] [--requests 400] [--tree /tmp/base]... [--default-young-gen]
+ *   tsx bench/overhead.ts [--backend native] [--requests 400] [--tree /tmp/base]... [--default-young-gen] [--gap 100]
  */
 import type { ChildProcess } from "node:child_process";
 import { join } from "node:path";
@@ -20,11 +22,13 @@ const { values } = parseArgs({
     requests: { type: "string", default: "400" },
     tree: { type: "string", multiple: true, default: [] },
     "default-young-gen": { type: "boolean", default: false },
+    gap: { type: "string", default: "0" },
   },
 });
 const MODEL = "minilm-l6-sentiment";
 const MODELS = join(ROOT, "bench/models");
 const requests = Number(values.requests);
+const gapMs = Number(values.gap);
 const tokenizer = loadTokenizer(join(ROOT, "models/fixtures/tiny-bert-sentiment"));
 const texts = textSupply(tokenizer, [128], () => requests + 10, 97)(128);
 
@@ -55,11 +59,12 @@ for (let i = 0; i < requests + 5; i++) {
     if (r.status !== 200) throw new Error(`${servers[s].name}: ${r.status} ${r.body}`);
     if (i >= 5) samples[s].push({ ms: r.ms, timing: parseServerTiming(r.serverTiming) });
   }
+  if (gapMs > 0) await new Promise((ok) => setTimeout(ok, gapMs));
 }
 const over = samples.map((xs) => median(xs.map((x) => x.ms - x.timing.run)));
 const runs = samples.map((xs) => median(xs.map((x) => x.timing.run)));
 const floor = over[0];
-console.log(`${values.backend}, minilm, 128 tokens, ${requests} requests each, servers taking turns (ms, medians)`);
+console.log(`${values.backend}, minilm, 128 tokens, ${requests} requests each, servers taking turns${gapMs ? `, ${gapMs} ms idle after each round` : ""} (ms, medians)`);
 servers.forEach((s, k) => {
   const parts = ["tokenize", "queue", "decode"].map((p) => `${p} ${median(samples[k].map((x) => x.timing[p] ?? 0)).toFixed(3)}`).join(", ");
   const own = k === 0 ? "" : `  own ${(over[k] - floor).toFixed(3)} = ${((100 * (over[k] - floor)) / runs[0]).toFixed(1)} % of the floor's run`;
