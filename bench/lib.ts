@@ -294,10 +294,16 @@ export function shuffler(seed: number): (n: number) => number[] {
 export const nodeTsx = (script: string, args: string[]) => [process.execPath, ["--import", "tsx", script, ...args]] as const;
 
 /**
- * Node flags of every bench server (bert-edge, the raw floor and the xenova baseline alike), as
- * `npm start` runs bert-edge: a 1 MB young generation (see README, Speed).
+ * Node flags of every bench server (bert-edge, the raw floor and the xenova baseline alike): those
+ * `npm start` runs bert-edge with, read from package.json so that the two cannot drift apart (a 1 MB
+ * young generation: README, Speed).
  */
-export const SERVER_NODE_FLAGS = ["--max-semi-space-size=1"];
+export const SERVER_NODE_FLAGS: string[] = (() => {
+  const { scripts } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { scripts: { start: string } };
+  const [node, ...words] = scripts.start.split(/\s+/);
+  if (node !== "node") throw new Error(`package.json's start script does not run node: ${scripts.start}`);
+  return words.slice(0, words.findIndex((w) => !w.startsWith("--")));
+})();
 
 /**
  * `node ...nodeFlags --import tsx bench/serve.ts ...args` in its own process group (kill it with `-pid`),
