@@ -1,11 +1,13 @@
 /**
  * The own-overhead question of the full bench, alone and with more samples: bert-edge servers and
  * the raw floor taking turns request by request (minilm, one client, 128 tokens), and each one's
- * median (client − server run) less the raw floor's. `--tree DIR` adds the same bert-edge server run
- * from another checkout (a git worktree of an older commit), to A/B a change to the request path;
- * `--default-young-gen` adds this tree's server run without SERVER_NODE_FLAGS (V8's own young generation).
- * `--gap MS` idles that long after each round of requests, as servers do in the full bench, where each
- * waits for all the others (the own part is larger there: README, Speed).
+ * median (client − server run) less the raw floor's. The Hono floor beside them (the raw floor's run
+ * behind a Hono app on @hono/node-server) shows how much of that the framework alone costs.
+ * `--tree DIR` adds the same bert-edge server run from another checkout (a git worktree of an older
+ * commit), to A/B a change to the request path; `--default-young-gen` adds this tree's server run
+ * without SERVER_NODE_FLAGS (V8's own young generation). `--gap MS` idles that long after each round
+ * of requests, as servers do in the full bench, where each waits for all the others (the own part is
+ * larger there: README, Speed).
  *
  *   tsx bench/overhead.ts [--backend native] [--requests 400] [--tree /tmp/base]... [--default-young-gen] [--gap 100]
  */
@@ -47,6 +49,7 @@ async function start(name: string, tree: string, args: string[], nodeFlags?: str
 
 const edgeArgs = ["--impl", "bert-edge", "--backend", values.backend!, "--models", MODELS];
 await start("raw floor", ROOT, ["--impl", "raw", "--backend", values.backend!, "--models", MODELS, "--model", MODEL]);
+await start("Hono floor", ROOT, ["--impl", "hono-raw", "--backend", values.backend!, "--models", MODELS, "--model", MODEL]);
 await start("bert-edge (this tree)", ROOT, edgeArgs);
 for (const tree of values.tree!) await start(`bert-edge (${tree})`, tree, edgeArgs);
 if (values["default-young-gen"]) await start("bert-edge (V8's default young gen)", ROOT, edgeArgs, []);
@@ -68,6 +71,6 @@ console.log(`${values.backend}, minilm, 128 tokens, ${requests} requests each, s
 servers.forEach((s, k) => {
   const parts = ["tokenize", "queue", "decode"].map((p) => `${p} ${median(samples[k].map((x) => x.timing[p] ?? 0)).toFixed(3)}`).join(", ");
   const own = k === 0 ? "" : `  own ${(over[k] - floor).toFixed(3)} = ${((100 * (over[k] - floor)) / runs[0]).toFixed(1)} % of the floor's run`;
-  console.log(`${s.name.padEnd(34)} client − run ${over[k].toFixed(3)}  run ${runs[k].toFixed(2)}${k ? `  (${parts})` : ""}${own}`);
+  console.log(`${s.name.padEnd(34)} client − run ${over[k].toFixed(3)}  run ${runs[k].toFixed(2)}${s.name.startsWith("bert-edge") ? `  (${parts})` : ""}${own}`);
 });
 process.exit(0);

@@ -31,9 +31,21 @@ const LENGTHS = [16, 128, 384];
  * server spends beyond it is bert-edge's own.
  */
 const floorName = (backend: OwnBackend) => `raw floor for ${backend} (bare node:http + raw run, 128 tok)`;
+/**
+ * The same run and answer behind a Hono app on @hono/node-server (bench/serve.ts --impl hono-raw): its
+ * (client − run) less the raw floor's is what the framework alone costs, the part of bert-edge's own
+ * overhead that is not bert-edge's code.
+ */
+const honoFloorName = (backend: OwnBackend) => `Hono floor for ${backend} (@hono/node-server + raw run, 128 tok)`;
 /** workerd's raw floor: the bench Worker runs onnxruntime-web on a fixed 128-token input (bench/worker.ts), through the same wrangler dev chain. */
 const WORKERD_FLOOR = "raw floor for workerd wasm (bench Worker + raw run, 128 tok)";
 const CLIENTS = [1, 4, 16];
+/**
+ * Most requests one load round sends, whatever its client count: one client runs its whole time window
+ * as 16 do (a per-client cap cut its rounds to a few hundred milliseconds), and every text of a round is
+ * distinct (the supply holds 4000 per length).
+ */
+const MAX_ROUND_REQUESTS = 1600;
 const LOAD_LENGTHS = [16, 128];
 /** The intra-op threads bert-edge's native backend runs on this machine (src/runtimes/backends.ts). */
 const NATIVE_THREADS = defaultNativeThreads();
@@ -254,7 +266,7 @@ interface Running {
   server: Server;
 }
 
-/** A raw floor: it serves the latency runs of minilm at 128 tokens only, so it takes no cold start. */
+/** A raw or Hono floor: it serves the latency runs of minilm at 128 tokens only, so it takes no cold start. */
 const rawFloor = (name: string, backend: string, server: Server): Running => ({
   result: { name, impl: "raw", backend, batching: false, readyMs: server.readyMs, cold: {}, latency: {}, load: {}, peakRss: NaN, wasmHeap: NaN },
   server,
@@ -318,8 +330,7 @@ async function measure(servers: Running[]) {
           for (const s of order(servers.length)) {
             const { server, result } = servers[s];
             if (result.impl === "raw") continue; // the raw floors only serve the latency runs
-            // Bounded: a time window, and at most 100 requests per client per round.
-            rounds[s].push(await loadTest(`${server.url}/models/${model}`, nextTexts(len), clients, plan.loadSeconds / ROUNDS, clients * 100));
+            rounds[s].push(await loadTest(`${server.url}/models/${model}`, nextTexts(len), clients, plan.loadSeconds / ROUNDS, MAX_ROUND_REQUESTS));
             closeAgents();
           }
         }
@@ -373,7 +384,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   out("Models: `minilm` = bench/models/minilm-l6-sentiment (MiniLM-L6 shape: 6 layers, hidden 384, 12 heads, FFN 1536, vocab 30522; random weights; " +
     "int8 graph 22 MB, made by bench/make-minilm.py); `tiny` = models/fixtures/tiny-bert-sentiment (2 layers, hidden 32; int8 graph 1 MB). " +
     "Every server reads the same int8 files. bert-edge servers run with the response cache off and every request text is distinct. " +
-    `Every Node server (bert-edge, raw floor, xenova) runs with \`node ${SERVER_NODE_FLAGS.join(" ")}\`, as \`npm start\` runs bert-edge (README, Speed).`);
+    `Every Node server (bert-edge, raw and Hono floors, xenova) runs with \`node ${SERVER_NODE_FLAGS.join(" ")}\`, as \`npm start\` runs bert-edge (README, Speed).`);
   out();
   out("Configurations: **raw** = onnxruntime `session.run` on a prepared [1, n] batch (onnxruntime-web 1.30 WASM or onnxruntime-node 1.30); " +
     "**in-process** = bert-edge's text-classification task called directly (tokenize → queue → run → decode); **HTTP** = bert-edge's Hono app on " +
@@ -449,7 +460,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   // --- load
   out("## Throughput under concurrent clients");
   out();
-  out(`Each level: ${PLAN[MINILM].loadSeconds} s (minilm) / ${PLAN[TINY].loadSeconds} s (tiny) per server in ${QUICK ? 2 : 3} rounds, the servers taking turns in a shuffled order (so that the machine's noise falls on all alike), at most 100 requests per client per round, after one warm-up request per client. ` +
+  out(`Each level: ${PLAN[MINILM].loadSeconds} s (minilm) / ${PLAN[TINY].loadSeconds} s (tiny) per server in ${QUICK ? 2 : 3} rounds, the servers taking turns in a shuffled order (so that the machine's noise falls on all alike), at most ${MAX_ROUND_REQUESTS} requests per round, after one warm-up request per client. ` +
     "\"merged\" is the median number of requests per session.run (bert-edge's Server-Timing).");
   out();
   for (const model of [MINILM, TINY]) {
@@ -510,14 +521,15 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   // of it: less the same for raw inference behind a bare server (the raw floor).
   // The verdict takes the smaller of the two raw figures: the engine alone (raw table) and the raw
   // floor's run taking turns with the servers, so that a raw run slowed by load cannot pass it.
-  const overheadRow = (label: string, l: Latency, rawMs: number, floorMs: number, floorLabel: string, floorRunMs?: number) => {
+  const overheadRow = (label: string, l: Latency, rawMs: number, floorMs: number, floorLabel: string, floorRunMs?: number, honoFloorMs?: number) => {
     const own = l.overheadMs! - floorMs;
     const base = Math.min(rawMs, floorRunMs ?? rawMs);
     const inTurns = floorRunMs === undefined ? "" : `; taking turns with the servers, the raw floor's run took ${f1(floorRunMs)} ms, and the own part is ${pct(own, floorRunMs)} of that`;
+    const hono = honoFloorMs === undefined ? "" : `; of the own part, Hono + @hono/node-server alone (the Hono floor's (client − run) less the raw floor's) ${f1(honoFloorMs - floorMs)} ms = ${pct(honoFloorMs - floorMs, rawMs)}`;
     summary.push([
       "overhead (HTTP + tokenize + queue + decode) ≤ 5 % of raw run, 128 tok (the smaller raw figure)",
       label,
-      `bert-edge's own ${f1(own)} ms = ${pct(own, rawMs)} of raw ${f1(rawMs)} ms (client − server run ${f1(l.overheadMs)} ms, less the ${floorLabel} ${f1(floorMs)} ms${inTurns}; ` +
+      `bert-edge's own ${f1(own)} ms = ${pct(own, rawMs)} of raw ${f1(rawMs)} ms (client − server run ${f1(l.overheadMs)} ms, less the ${floorLabel} ${f1(floorMs)} ms${inTurns}${hono}; ` +
         `p50 latency ${f1(l.median)} ms vs raw p50 ${f1(rawMs)} ms: ${pct(l.median - rawMs, rawMs)})`,
       verdict(own <= 0.05 * base),
     ]);
@@ -525,7 +537,8 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   for (const backend of ["wasm", "native", "bert-wasm"] as const) {
     if (!be[backend] || !byName[floorName(backend)]) continue;
     const floor = byName[floorName(backend)].latency[MINILM][128];
-    overheadRow(`${backend} (Node HTTP)`, be[backend].latency[MINILM][128], engines[MINILM][RAW_KEY[backend]].raw[128].median, floor.overheadMs!, "raw floor's (client − run)", floor.split?.run);
+    const honoFloor = byName[honoFloorName(backend)]?.latency[MINILM][128];
+    overheadRow(`${backend} (Node HTTP)`, be[backend].latency[MINILM][128], engines[MINILM][RAW_KEY[backend]].raw[128].median, floor.overheadMs!, "raw floor's (client − run)", floor.split?.run, honoFloor?.overheadMs);
   }
   const wd = byName["bert-edge workerd wasm"];
   const wdFloor = byName[WORKERD_FLOOR]?.latency[MINILM][128];
@@ -592,7 +605,9 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
     "cost of waking two processes (client and server) on busy cores; in process, bert-edge's tokenize + queue + decode is a fraction of a millisecond (tables above). " +
     "The overhead targets count bert-edge's own share: that overhead less the raw floor's, raw inference behind a bare node:http server (the backend's engine, " +
     "set up as bert-edge sets it up, runs one fixed 128-token input, then a fixed answer goes back), so that loopback, Node's HTTP, the client, and the caches the run " +
-    "evicts count on both sides. On workerd the floor is the bench Worker (bench/worker.ts) running onnxruntime-web on a fixed 128-token input through the same wrangler dev chain.");
+    "evicts count on both sides. On workerd the floor is the bench Worker (bench/worker.ts) running onnxruntime-web on a fixed 128-token input through the same wrangler dev chain. " +
+    "The Hono floors serve the same run and answer through a Hono app on @hono/node-server (the request's JSON read, as bert-edge reads it): the targets show how much of the own part " +
+    "that framework alone takes.");
   out("- \"default threads\" for onnxruntime-node is ORT's default intra-op pool (one thread per core, spinning): onnxruntime-node computes on the JS thread " +
     "(synchronously, inside a setImmediate) plus its pool, whose threads busy-wait between parallel sections and for a while after each run, on cores the load generator " +
     `and the HTTP work share. bert-edge's native backend runs ${NATIVE_THREADS} intra-op thread${NATIVE_THREADS > 1 ? "s" : ""} here, spinning off (README, Speed: ` +
@@ -681,6 +696,8 @@ async function main() {
     for (const backend of ["native", "wasm", "bert-wasm"] as const) {
       log(`${floorName(backend)}: starting`);
       running.push(rawFloor(floorName(backend), backend, await startNodeServer(["--impl", "raw", "--backend", backend, "--models", MODELS_DIR, "--model", MINILM])));
+      log(`${honoFloorName(backend)}: starting`);
+      running.push(rawFloor(honoFloorName(backend), backend, await startNodeServer(["--impl", "hono-raw", "--backend", backend, "--models", MODELS_DIR, "--model", MINILM])));
     }
     await measure(running);
   } finally {

@@ -3,13 +3,15 @@
  * the response cache off so every request runs the model) or the baseline, an @xenova/transformers
  * 2.17.2 text-classification pipeline behind the same kind of Hono app.
  *
- *   tsx bench/serve.ts --impl bert-edge|xenova|raw --backend wasm|native|bert-wasm --models DIR [--batching on|off] [--threads N] [--spin on|off] [--queue JSON] [--model ID]
+ *   tsx bench/serve.ts --impl bert-edge|xenova|raw|hono-raw --backend wasm|native|bert-wasm --models DIR [--batching on|off] [--threads N] [--spin on|off] [--queue JSON] [--model ID]
  *
  * `--impl raw --backend B --model ID` is the raw floor: a bare node:http server whose every request runs
  * the backend's engine, set up as bert-edge's backend sets it up (threads, spinning), on one fixed
  * 128-token input without bert-edge around it (bench/lib.ts rawEngine), then answers a fixed
  * classification. What a bert-edge server spends beyond it is bert-edge's own: routing, validation,
- * tokenizing, queueing, decoding, with the same run evicting the same caches.
+ * tokenizing, queueing, decoding, with the same run evicting the same caches. `--impl hono-raw` is the same
+ * run and answer behind a Hono app on @hono/node-server (the request's JSON read, as bert-edge reads it):
+ * what the framework alone costs beyond a bare server, the part of bert-edge's own that is not its code.
  *
  * Prints `LISTENING <port>` once it answers; `GET /__bench` gives its wasm heap, and bert-edge's queue
  * counters per loaded model (`GET /__bench?model=ID`); a raw floor answers every request with a run.
@@ -99,21 +101,37 @@ async function rawRun(): Promise<() => Promise<unknown>> {
   return () => session.run(batch);
 }
 
+/** The raw floor's answer to every request, after one timed run. */
+async function rawAnswer(run: () => Promise<unknown>) {
+  const start = performance.now();
+  await run();
+  return { body: RAW_ANSWER, headers: { "content-type": "application/json", "server-timing": `run;dur=${(performance.now() - start).toFixed(3)}` } };
+}
+const RAW_ANSWER = JSON.stringify([{ label: "LABEL_0", score: 1 }]);
+
 if (values.impl === "raw") {
   const { createServer } = await import("node:http");
-  const answer = JSON.stringify([{ label: "LABEL_0", score: 1 }]);
   const run = await rawRun();
   const server = createServer((req, res) => {
     req.resume();
     req.on("end", async () => {
-      const start = performance.now();
-      await run();
-      res.writeHead(200, { "content-type": "application/json", "server-timing": `run;dur=${(performance.now() - start).toFixed(3)}` });
-      res.end(answer);
+      const { body, headers } = await rawAnswer(run);
+      res.writeHead(200, headers);
+      res.end(body);
     });
   });
   server.listen(0, "127.0.0.1");
   listening(server);
+} else if (values.impl === "hono-raw") {
+  const run = await rawRun();
+  const app = new Hono();
+  app.get("/health", (c) => c.json({ status: "ok" }));
+  app.post("/models/:id{.+}", async (c) => {
+    await c.req.json();
+    const { body, headers } = await rawAnswer(run);
+    return new Response(body, { headers });
+  });
+  listening(serve({ fetch: app.fetch, port: 0, hostname: "127.0.0.1" }) as import("node:net").Server);
 } else {
   // The bench routes join the served app itself: no wrapping app in front of it.
   const app: Hono = values.impl === "xenova" ? await xenova() : ((await bertEdge()) as unknown as Hono);
