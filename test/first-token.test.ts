@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { describe, it } from "node:test";
 import { decodeModel, encodeModel, EXTERNAL, EXTERNAL_THRESHOLD, intAttr, makeNode } from "../src/cli/onnx.ts";
 import { packModel } from "../src/cli/pack.ts";
-import type { Backend, Batch, Session } from "../src/engine/backend.ts";
+import type { Backend, Batch, ExternalData, Session } from "../src/engine/backend.ts";
 import { padBatch } from "../src/engine/batch.ts";
 import { FirstTokenBackend, firstTokenGraph } from "../src/engine/first-token.ts";
 import { createBackend } from "../src/runtimes/backends.ts";
@@ -165,7 +165,7 @@ describe("FirstTokenBackend", () => {
     const original = graph("tiny-bert-sentiment");
     const inner = fakeBackend(() => true);
     const lines: string[] = [];
-    await new FirstTokenBackend(inner, (l) => lines.push(l)).createSession(original);
+    await new FirstTokenBackend(inner, { log: (l) => lines.push(l) }).createSession(original);
     assert.equal(inner.created.length, 1);
     assert.notDeepEqual(inner.created[0], original);
     assert.deepEqual(lines, []);
@@ -174,7 +174,7 @@ describe("FirstTokenBackend", () => {
   it("serves a token-level graph as it is", async () => {
     const original = graph("tiny-bert-ner");
     const inner = fakeBackend(() => true);
-    await new FirstTokenBackend(inner, () => assert.fail("no log expected")).createSession(original);
+    await new FirstTokenBackend(inner, { log: () => assert.fail("no log expected") }).createSession(original);
     assert.deepEqual(inner.created, [original]);
   });
 
@@ -182,15 +182,51 @@ describe("FirstTokenBackend", () => {
     const original = graph("tiny-bert-sentiment");
     const inner = fakeBackend((model) => model === original);
     const lines: string[] = [];
-    await new FirstTokenBackend(inner, (l) => lines.push(l)).createSession(original);
+    await new FirstTokenBackend(inner, { log: (l) => lines.push(l) }).createSession(original);
     assert.equal(inner.created.length, 2);
     assert.equal(inner.created[1], original);
     assert.equal(inner.released, 1);
     assert.deepEqual(lines, ["bert-edge: first-token pruning failed (Reshape: invalid shape); serving the graph as exported"]);
   });
 
-  it("is what createBackend builds by default, and not with firstToken off", async () => {
-    assert.ok((await createBackend("wasm")) instanceof FirstTokenBackend);
+  it("hands a token-level graph to the engine with its weights as external data when asked, answering as the file does", async () => {
+    const original = graph("tiny-bert-ner", "model_quantized.onnx");
+    const engine = await wasm;
+    const created: { model: Uint8Array; externalData?: ExternalData }[] = [];
+    const recording: Backend = {
+      name: engine.name,
+      createSession: (model, externalData) => (created.push({ model, externalData }), engine.createSession(model, externalData)),
+    };
+    const detached = await new FirstTokenBackend(recording, { externalWeights: true, log: () => assert.fail("no log expected") }).createSession(original);
+    assert.equal(created.length, 1);
+    // The structure alone: the embeddings and every layer's weights went out as views of `original`.
+    assert.ok(created[0].model.byteLength < original.byteLength / 4, `${created[0].model.byteLength} of ${original.byteLength} bytes`);
+    assert.ok(created[0].externalData!.every((f) => f.data.buffer === original.buffer));
+    const whole = await engine.createSession(original);
+    for (const { batch } of referenceBatches("tiny-bert-ner")) assert.deepEqual(await logits(detached, batch), await logits(whole, batch));
+  });
+
+  it("falls back to the graph as exported, with a log line, when its detached weights fail to load", async () => {
+    const original = graph("tiny-bert-ner");
+    const inner = fakeBackend(() => true);
+    const failing: Backend = {
+      name: "fake",
+      createSession: async (model, externalData) => {
+        if (externalData?.length) throw new Error("external data: not supported\nmore detail");
+        return inner.createSession(model);
+      },
+    };
+    const lines: string[] = [];
+    await new FirstTokenBackend(failing, { externalWeights: true, log: (l) => lines.push(l) }).createSession(original);
+    assert.deepEqual(inner.created, [original]);
+    assert.deepEqual(lines, ["bert-edge: loading the weights as external data failed (external data: not supported); serving the graph as exported"]);
+  });
+
+  it("is what createBackend builds by default, detaching every graph's weights on WASM only, and not with firstToken off", async () => {
+    const web = await createBackend("wasm");
+    assert.ok(web instanceof FirstTokenBackend && web.externalWeights);
+    const native = await createBackend("native");
+    assert.ok(native instanceof FirstTokenBackend && !native.externalWeights);
     assert.ok(!((await createBackend("wasm", undefined, { firstToken: false })) instanceof FirstTokenBackend));
   });
 });

@@ -49,7 +49,9 @@ export async function createBackend(name: BackendName, threads?: number, { spinn
   // bert-wasm prunes in its own layer loop (and hands other graphs to a wasm backend made here).
   if (!firstToken || name === "bert-wasm") return backend;
   const { FirstTokenBackend } = await import("../engine/first-token.ts");
-  return new FirstTokenBackend(backend);
+  // onnxruntime-web copies a whole graph file into its heap and the weights out of it again: every
+  // graph's weights go to it as external data instead (FirstTokenBackend).
+  return new FirstTokenBackend(backend, { externalWeights: name === "wasm" });
 }
 
 export interface BackendOptions {
