@@ -64,7 +64,7 @@ const log = (msg: string) => console.log(`[${((performance.now() - tStart) / 100
  * overhead targets are read there, as differences of medians a few tenths of a millisecond apart.
  */
 const PLAN: Record<string, { iters: number[]; loadSeconds: number }> = {
-  [MINILM]: { iters: QUICK ? [10, 15, 3] : [30, 60, 8], loadSeconds: QUICK ? 1 : 3 },
+  [MINILM]: { iters: QUICK ? [10, 15, 3] : [30, 150, 8], loadSeconds: QUICK ? 1 : 3 },
   [TINY]: { iters: QUICK ? [20, 20, 10] : [60, 60, 30], loadSeconds: QUICK ? 0.5 : 1.5 },
 };
 
@@ -594,9 +594,16 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
     summary.push([`micro-batching raises req/s at 16 tok, 16 clients${backend === "native" ? " by ≥ 1.3×" : " (reported)"}`, backend, `${f1(on)} vs ${f1(o)} req/s = ${ratio(on, o)}`, backend === "native" ? verdict(on >= 1.3 * o) : "–"]);
     const worst = Math.min(...LOAD_LENGTHS.flatMap((len) => [0, 1, 2].map((i) => be[backend].load[MINILM][len][i].rps / off[backend].load[MINILM][len][i].rps)));
     summary.push(["micro-batching never lowers req/s (min on/off ratio, every level)", backend, ratio(worst, 1), verdict(worst >= 0.95)]);
-    const lone = LOAD_LENGTHS.map((len) => `${len} tok: ${f1(be[backend].load[MINILM][len][0].p50)} vs ${f1(off[backend].load[MINILM][len][0].p50)} ms`);
-    const loneWorst = Math.max(...LOAD_LENGTHS.map((len) => be[backend].load[MINILM][len][0].p50 / off[backend].load[MINILM][len][0].p50));
-    summary.push(["micro-batching: lone request p50 unchanged (1 client, on vs off)", backend, lone.join("; "), verdict(loneWorst <= 1.05)]);
+    // Read where the servers take turns request by request (the latency runs): the one-client load
+    // level takes turns in rounds of a second, over which the shared machine's load drifts.
+    const lone = LOAD_LENGTHS.map((len) => [be[backend].latency[MINILM][len].median, off[backend].latency[MINILM][len].median]);
+    const inRounds = LOAD_LENGTHS.map((len) => `${f1(be[backend].load[MINILM][len][0].p50)} vs ${f1(off[backend].load[MINILM][len][0].p50)}`);
+    summary.push([
+      "micro-batching: lone request p50 unchanged (one client, on vs off, servers taking turns request by request)",
+      backend,
+      `${LOAD_LENGTHS.map((len, i) => `${len} tok: ${f1(lone[i][0])} vs ${f1(lone[i][1])} ms`).join("; ")} (the one-client load level, in rounds: ${inRounds.join(" and ")} ms)`,
+      verdict(Math.max(...lone.map(([a, b]) => a / b)) <= 1.05),
+    ]);
   }
   out("## Notes");
   out();
