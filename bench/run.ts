@@ -60,12 +60,13 @@ const tStart = performance.now();
 const log = (msg: string) => console.log(`[${((performance.now() - tStart) / 1000).toFixed(0).padStart(4)}s] ${msg}`);
 
 /**
- * Iterations per length, and seconds per load level, by model. minilm at 128 tokens gets the most: the
- * overhead targets are read there, as differences of medians a few tenths of a millisecond apart.
+ * Iterations per length of the engine runs and of the HTTP latency runs, and seconds per load level, by
+ * model. minilm's HTTP latency at 128 tokens gets the most: the overhead targets are read there, as
+ * differences of medians a few tenths of a millisecond apart.
  */
-const PLAN: Record<string, { iters: number[]; loadSeconds: number }> = {
-  [MINILM]: { iters: QUICK ? [10, 15, 3] : [30, 150, 8], loadSeconds: QUICK ? 1 : 3 },
-  [TINY]: { iters: QUICK ? [20, 20, 10] : [60, 60, 30], loadSeconds: QUICK ? 0.5 : 1.5 },
+const PLAN: Record<string, { iters: number[]; httpIters: number[]; loadSeconds: number }> = {
+  [MINILM]: { iters: QUICK ? [10, 15, 3] : [30, 60, 8], httpIters: QUICK ? [10, 15, 3] : [30, 150, 8], loadSeconds: QUICK ? 1 : 3 },
+  [TINY]: { iters: QUICK ? [20, 20, 10] : [60, 60, 30], httpIters: QUICK ? [20, 20, 10] : [60, 60, 30], loadSeconds: QUICK ? 0.5 : 1.5 },
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -301,7 +302,7 @@ async function measure(servers: Running[]) {
       log(`latency: ${model}, ${len} tokens`);
       const texts = nextTexts(len);
       const samples = servers.map(() => [] as { ms: number; st: Record<string, number> }[]);
-      for (let i = 0; i < plan.iters[k] + 3; i++) {
+      for (let i = 0; i < plan.httpIters[k] + 3; i++) {
         for (const s of order(servers.length)) {
           const { server, result } = servers[s];
           if (result.impl === "raw" && !(model === MINILM && len === 128)) continue; // a raw floor runs minilm at 128 tokens only
