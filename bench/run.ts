@@ -293,6 +293,10 @@ async function startAndCold(name: string, meta: { impl: string; backend: string;
  */
 async function measure(servers: Running[]) {
   const ROUNDS = QUICK ? 2 : 3;
+  // One client has no batches to settle, so its levels take turns in three times as many, shorter
+  // rounds, over which the shared machine's drifting load falls on every server alike: two identical
+  // servers differed by up to 10 % in three 1-second rounds, by 1 % in twelve (bench/probe.ts).
+  const roundsFor = (clients: number) => (clients === 1 ? 3 * ROUNDS : ROUNDS);
   // A fresh order for every turn: no server always follows the same one (native ORT threads keep
   // spinning a little after a run, which would tax whoever comes next).
   const order = shuffler(12345);
@@ -327,11 +331,12 @@ async function measure(servers: Running[]) {
       for (const clients of CLIENTS) {
         log(`load: ${model}, ${len} tokens, ${clients} clients`);
         const rounds = servers.map(() => [] as LoadResult[]);
-        for (let round = 0; round < ROUNDS; round++) {
+        const levelRounds = roundsFor(clients);
+        for (let round = 0; round < levelRounds; round++) {
           for (const s of order(servers.length)) {
             const { server, result } = servers[s];
             if (result.impl === "raw") continue; // the raw floors only serve the latency runs
-            rounds[s].push(await loadTest(`${server.url}/models/${model}`, nextTexts(len), clients, plan.loadSeconds / ROUNDS, MAX_ROUND_REQUESTS));
+            rounds[s].push(await loadTest(`${server.url}/models/${model}`, nextTexts(len), clients, plan.loadSeconds / levelRounds, MAX_ROUND_REQUESTS));
             closeAgents();
           }
         }
@@ -461,7 +466,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   // --- load
   out("## Throughput under concurrent clients");
   out();
-  out(`Each level: ${PLAN[MINILM].loadSeconds} s (minilm) / ${PLAN[TINY].loadSeconds} s (tiny) per server in ${QUICK ? 2 : 3} rounds, the servers taking turns in a shuffled order (so that the machine's noise falls on all alike), at most ${MAX_ROUND_REQUESTS} requests per round, after one warm-up request per client. ` +
+  out(`Each level: ${PLAN[MINILM].loadSeconds} s (minilm) / ${PLAN[TINY].loadSeconds} s (tiny) per server in ${QUICK ? 2 : 3} rounds (one client: ${QUICK ? 6 : 9} shorter ones), the servers taking turns in a shuffled order (so that the machine's noise falls on all alike), at most ${MAX_ROUND_REQUESTS} requests per round, after one warm-up request per client. ` +
     "\"merged\" is the median number of requests per session.run (bert-edge's Server-Timing).");
   out();
   for (const model of [MINILM, TINY]) {
