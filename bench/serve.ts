@@ -9,9 +9,9 @@
  * the backend's engine, set up as bert-edge's backend sets it up (threads, spinning), on one fixed
  * 128-token input without bert-edge around it (bench/lib.ts rawEngine), then answers a fixed
  * classification. What a bert-edge server spends beyond it is bert-edge's own: routing, validation,
- * tokenizing, queueing, decoding, with the same run evicting the same caches. `--impl hono-raw` is the same
- * run and answer behind a Hono app on @hono/node-server (the request's JSON read, as bert-edge reads it):
- * what the framework alone costs beyond a bare server, the part of bert-edge's own that is not its code.
+ * tokenizing, queueing, decoding, with the same run evicting the same caches. `--impl hono-raw` (the
+ * Hono floor) is the same run and answer behind a Hono app on @hono/node-server, the request's JSON
+ * read as bert-edge reads it: what the framework alone costs beyond a bare server.
  *
  * Prints `LISTENING <port>` once it answers; `GET /__bench` gives its wasm heap, and bert-edge's queue
  * counters per loaded model (`GET /__bench?model=ID`); a raw floor answers every request with a run.
