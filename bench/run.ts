@@ -47,6 +47,15 @@ const CLIENTS = [1, 4, 16];
  */
 const MAX_ROUND_REQUESTS = 1600;
 const LOAD_LENGTHS = [16, 128];
+/** Rounds per load level, the servers taking turns. */
+const ROUNDS = QUICK ? 2 : 3;
+/**
+ * One client has no batches to settle, so its levels take turns in three times as many, shorter rounds,
+ * to spread the shared machine's drifting load more evenly. That is not enough to compare two servers
+ * at one client closely: in a full run with 9 such rounds, two identical batching-on native servers
+ * were 7–11 % apart (in bench/probe.ts, alone on the box, twelve 1-second rounds: 1 %).
+ */
+const roundsFor = (clients: number) => (clients === 1 ? 3 * ROUNDS : ROUNDS);
 /** The intra-op threads bert-edge's native backend runs on this machine (src/runtimes/backends.ts). */
 const NATIVE_THREADS = defaultNativeThreads();
 /** The raw engine row at the native server's thread setting (the engine bound of the targets). */
@@ -292,11 +301,6 @@ async function startAndCold(name: string, meta: { impl: string; backend: string;
  * all of them alike: sequential latency request by request in turn, load levels in rounds.
  */
 async function measure(servers: Running[]) {
-  const ROUNDS = QUICK ? 2 : 3;
-  // One client has no batches to settle, so its levels take turns in three times as many, shorter
-  // rounds, over which the shared machine's drifting load falls on every server alike: two identical
-  // servers differed by up to 10 % in three 1-second rounds, by 1 % in twelve (bench/probe.ts).
-  const roundsFor = (clients: number) => (clients === 1 ? 3 * ROUNDS : ROUNDS);
   // A fresh order for every turn: no server always follows the same one (native ORT threads keep
   // spinning a little after a run, which would tax whoever comes next).
   const order = shuffler(12345);
@@ -466,7 +470,7 @@ function report(engines: Record<string, Record<string, any>>, servers: ServerRes
   // --- load
   out("## Throughput under concurrent clients");
   out();
-  out(`Each level: ${PLAN[MINILM].loadSeconds} s (minilm) / ${PLAN[TINY].loadSeconds} s (tiny) per server in ${QUICK ? 2 : 3} rounds (one client: ${QUICK ? 6 : 9} shorter ones), the servers taking turns in a shuffled order (so that the machine's noise falls on all alike), at most ${MAX_ROUND_REQUESTS} requests per round, after one warm-up request per client. ` +
+  out(`Each level: ${PLAN[MINILM].loadSeconds} s (minilm) / ${PLAN[TINY].loadSeconds} s (tiny) per server in ${ROUNDS} rounds (one client: ${roundsFor(1)} shorter ones), the servers taking turns in a shuffled order (so that the machine's noise falls on all alike), at most ${MAX_ROUND_REQUESTS} requests per round, after one warm-up request per client. ` +
     "\"merged\" is the median number of requests per session.run (bert-edge's Server-Timing).");
   out();
   for (const model of [MINILM, TINY]) {

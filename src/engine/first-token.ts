@@ -40,13 +40,11 @@ const PASS_THROUGH = new Set(["Cast", "Identity", "Dropout"]);
 export function firstTokenGraph(bytes: Uint8Array, { externalWeights = false } = {}): FirstTokenResult {
   const model = decodeModel(bytes);
   const pruned = pruneToFirstToken(model);
-  if ("skipped" in pruned) {
-    const externalData = externalWeights ? detachWeights(model) : [];
-    // Weights already outside (a packed model): nothing to gain from writing the graph again.
-    return externalData.length ? { ...pruned, detached: { graph: encodeModel(model), externalData } } : pruned;
-  }
+  if ("skipped" in pruned && !externalWeights) return pruned;
   const externalData = detachWeights(model);
-  return { graph: encodeModel(model), externalData, inputRank: pruned.inputRank };
+  if (!("skipped" in pruned)) return { graph: encodeModel(model), externalData, inputRank: pruned.inputRank };
+  // Weights already outside (a packed model): nothing to gain from writing the graph again.
+  return externalData.length ? { ...pruned, detached: { graph: encodeModel(model), externalData } } : pruned;
 }
 
 /** Prunes a decoded graph in place where the rule holds; leaves it untouched and says why otherwise. */
